@@ -1,0 +1,250 @@
+"""One small base trainer: a frozen teacher distils into the learnable prompts of a student, without labels.
+
+Subclasses say *which student, which teacher, which loss* (:meth:`build_student`, :meth:`build_teacher`,
+:meth:`compute_loss`); this class does the Dassl plumbing once: precision, registration of only the learnable part,
+label-free batches, checkpoints with learnable tensors only (loadable with ``weights_only=True``), clear errors for
+missing checkpoints, and a ``results.json`` beside Dassl's ``log.txt``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import os.path as osp
+import pickle
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from dassl.engine import TrainerX
+from dassl.optim import build_lr_scheduler, build_optimizer
+from dassl.utils import count_num_param, save_checkpoint
+
+from .config import add_keys, cfg_get, config_keys
+from .core.clip_models import LoadedClip, load_clip
+from .core.precision import autocast, peak_memory_mb, resolve_precision, weight_dtype
+from .core.prompt_learners import load_learner_state
+
+
+@config_keys
+def add_shared_config(cfg) -> None:
+    """Where CLIP weights come from (shared by every trainer of this package)."""
+    add_keys(cfg, "MODEL.CLIP", {"DOWNLOAD_ROOT": "", "WEIGHTS": ""})
+    add_keys(cfg, "DATASET", {"SUBSAMPLE_CLASSES": "all"})
+
+
+def load_student_clip(cfg) -> LoadedClip:
+    """The student CLIP named by ``MODEL.BACKBONE.NAME`` (OpenAI structure; tiny names for tests and demos)."""
+    clip_cfg = cfg.MODEL.get("CLIP", {})
+    return load_clip(cfg.MODEL.BACKBONE.NAME, backend="auto", download_root=clip_cfg.get("DOWNLOAD_ROOT", ""),
+                     weights=clip_cfg.get("WEIGHTS", ""))
+
+
+def load_checkpoint_file(path: str, device: torch.device) -> Dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and an error that says what to do when that is refused."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RuntimeError(
+            f"{path} contains Python objects that weights_only loading refuses (it was probably saved by unpatched "
+            f"Dassl). If you trust the file, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and retry. ({exc})"
+        ) from exc
+
+
+class PromptDistillTrainer(TrainerX):
+    """Base class. ``self.model`` is the student; only ``self.learnable()`` is registered, optimised and saved."""
+
+    #: Dassl's registered model name (the checkpoint sub-folder), as in the reference code bases.
+    model_name = "prompt_learner"
+    #: Trainer config node holding the student's PREC key (e.g. "COOP").
+    precision_node = ""
+
+    # ------------------------------------------------------------------------------------------- what subclasses say
+    def build_student(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_teacher(self) -> Optional[nn.Module]:
+        return None
+
+    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def learnable(self) -> nn.Module:
+        """The module whose parameters train (and whose state dict is the checkpoint)."""
+        return self.model.prompt_learner
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        """Metadata stored with every checkpoint (strings and numbers only)."""
+        return {"trainer": self.cfg.TRAINER.NAME, "backbone": self.cfg.MODEL.BACKBONE.NAME}
+
+    # -------------------------------------------------------------------------------------------------- building
+    def student_precision(self) -> str:
+        node = self.cfg.TRAINER.get(self.precision_node, {}) if self.precision_node else {}
+        return resolve_precision(node.get("PREC", "fp32"), self.device, "student")
+
+    def build_model(self) -> None:
+        cfg = self.cfg
+        self.precision = self.student_precision()
+        print(f"Building student {type(self).__name__} ({cfg.MODEL.BACKBONE.NAME}, precision {self.precision})")
+        self.model = self.build_student()
+        self.model.to(self.device)
+        if self.precision in ("fp16", "bf16"):
+            self.model.to(weight_dtype(self.precision))
+        learnable = self.learnable()
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(False)
+        for p in learnable.parameters():
+            p.requires_grad_(True)
+        if cfg.MODEL.INIT_WEIGHTS:
+            self._load_learnable(cfg.MODEL.INIT_WEIGHTS)
+        print(f"# learnable params: {count_num_param(learnable):,} (of {count_num_param(self.model):,})")
+        self.optim = build_optimizer(learnable, cfg.OPTIM)
+        self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
+        self.register_model(self.model_name, learnable, self.optim, self.sched)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
+        self.teacher = None
+        self.timings: Dict[str, float] = {}
+
+    def before_train(self) -> None:
+        # The teacher exists only for training: --eval-only runs never build it.
+        start = time.time()
+        self.teacher = self.build_teacher()
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+            self.timings["teacher_build_s"] = time.time() - start
+        super().before_train()
+
+    # -------------------------------------------------------------------------------------------------- training
+    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """Images only: distillation never reads the label."""
+        return batch["img"].to(self.device, non_blocking=True)
+
+    def forward_backward(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        images = self.parse_batch_train(batch)
+        with autocast(self.device, self.precision):
+            loss, terms = self.compute_loss(images)
+        if self.scaler is None:
+            self.model_backward_and_update(loss)
+        else:
+            self.model_zero_grad()
+            self.detect_anomaly(loss)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optim)
+            self.scaler.update()
+        if (self.batch_idx + 1) == self.num_batches:
+            self.update_lr()
+        return {k: v.detach() for k, v in terms.items()}
+
+    # --------------------------------------------------------------------------------------------------- testing
+    def model_inference(self, images: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            return self.model(images, key="eval").float()
+
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        captured: Dict[str, float] = {}
+        evaluate = self.evaluator.evaluate
+
+        def capture():
+            results = evaluate()
+            captured.update({k: float(v) for k, v in results.items()})
+            return results
+
+        self.evaluator.evaluate = capture
+        try:
+            result = super().test(split)
+        finally:
+            self.evaluator.evaluate = evaluate
+        if (split or self.cfg.TEST.SPLIT) == "test" or self.val_loader is None:
+            self.write_results(captured)
+        return result
+
+    def write_results(self, metrics: Dict[str, float]) -> str:
+        """Full-precision metrics and the run's facts in ``<output>/results.json`` (result parsers read it first)."""
+        cfg = self.cfg
+        record = {
+            "trainer": cfg.TRAINER.NAME,
+            "dataset": cfg.DATASET.NAME,
+            "subsample_classes": cfg_get(cfg.DATASET, "SUBSAMPLE_CLASSES", "all"),
+            "num_shots": int(cfg.DATASET.NUM_SHOTS),
+            "seed": int(cfg.SEED),
+            "config": getattr(self, "config_name", None),
+            "split": "test",
+            "accuracy": metrics.get("accuracy"),
+            "error": metrics.get("error_rate"),
+            "macro_f1": metrics.get("macro_f1"),
+            "num_classes": int(self.num_classes),
+            "num_samples": len(self.test_loader.dataset),
+            "epoch": int(self.epoch + 1) if getattr(self, "_trained", False) else self.loaded_epoch,
+            "eval_only": not getattr(self, "_trained", False),
+            "regime": self.information_regime(),
+            "timings": self.timings,
+            "peak_memory_mb": peak_memory_mb(self.device),
+        }
+        path = osp.join(self.output_dir, "results.json")
+        os.makedirs(self.output_dir, exist_ok=True)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=2)
+        os.replace(tmp, path)
+        return path
+
+    def information_regime(self) -> Dict[str, str]:
+        """What the run saw (every results row states it)."""
+        return {"labels": "none", "images": "training split", "class_names": "dataset",
+                "teacher": "", "student": self.cfg.MODEL.BACKBONE.NAME}
+
+    def after_epoch(self) -> None:
+        self._trained = True
+        super().after_epoch()
+
+    def after_train(self) -> None:
+        self.timings["train_s"] = time.time() - self.time_start
+        super().after_train()
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    loaded_epoch: Optional[int] = None
+
+    def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
+                   model_name: str = "") -> None:
+        for name in self.get_model_names():
+            optim, sched = self._optims[name], self._scheds[name]
+            save_checkpoint({
+                "state_dict": self._models[name].state_dict(),
+                "epoch": epoch + 1,
+                "optimizer": optim.state_dict() if optim is not None else None,
+                "scheduler": sched.state_dict() if sched is not None else None,
+                "val_result": None if val_result is None else float(val_result),
+                "meta": self.checkpoint_meta(),
+            }, osp.join(directory, name), is_best=is_best, model_name=model_name)
+
+    def _load_learnable(self, path: str) -> Dict[str, Any]:
+        if not osp.isfile(path):
+            raise FileNotFoundError(f"No checkpoint at {path} (MODEL.INIT_WEIGHTS or --model-dir/--load-epoch).")
+        ckpt = load_checkpoint_file(path, self.device)
+        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+        ignored = load_learner_state(self.learnable(), state, source=path)
+        if ignored:
+            print(f"Ignored {len(ignored)} non-learnable entries of {path} (frozen weights / class buffers)")
+        return ckpt
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        """Load the learnable tensors of a trained run; a missing checkpoint is an error, never a silent re-train."""
+        if not directory:
+            print("Note that load_model() is skipped as no pretrained model is given (ignore this if it's done on "
+                  "purpose)")
+            return
+        file = "model-best.pth.tar" if epoch is None else f"model.pth.tar-{epoch}"
+        for name in self.get_model_names():
+            folder = osp.join(directory, name)
+            path = osp.join(folder, file)
+            if not osp.isfile(path):
+                found = sorted(os.listdir(folder)) if osp.isdir(folder) else []
+                raise FileNotFoundError(
+                    f"No checkpoint {file} in {folder} (found: {found or 'nothing'}). --model-dir must be the training "
+                    f"output dir and --load-epoch the epoch it saved (its MAX_EPOCH)."
+                )
+            ckpt = self._load_learnable(path)
+            self.loaded_epoch = int(ckpt.get("epoch", -1)) if isinstance(ckpt, dict) else None
+            print(f"Load {path} to {name} (epoch={self.loaded_epoch})")

@@ -1,0 +1,222 @@
+"""KDPL (Mistretta et al., ECCV 2024): a frozen large CLIP teacher supervises a student's prompts, without labels.
+
+Loss = 0.5 * KL(p_T || p_S) + 0.5 * KL(p_S || p_T) over the same classes, both logits scaled by the *student's*
+CLIP logit scale. ``TRAINER.KDPL.CLASS_AGNOSTIC`` replaces the dataset's class names by the authors' 20,930-name
+dictionary and keeps, per batch, the K_MAX names the teacher finds most probable (KDPL-CA).
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Tuple
+
+import torch
+
+from dassl.engine import TRAINER_REGISTRY
+
+from .base import PromptDistillTrainer, load_student_clip
+from .config import add_keys, config_keys
+from .core.class_dictionary import load_class_dictionary
+from .core.clip_models import load_clip
+from .core.losses import symmetric_kl
+from .core.precision import resolve_precision
+from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, IVLPPromptLearner, MaPLePromptLearner,
+                                   PromptedCLIP, PromptLearner, VPTPromptLearner)
+from .core.selection import select_top_classes
+from .core.teacher import FrozenTeacher
+from .core.templates import DEFAULT_TEMPLATE, template_for
+from .promptsrc import PromptSRCMixin, add_promptsrc_config
+
+
+@config_keys
+def add_kdpl_config(cfg) -> None:
+    add_keys(cfg, "TRAINER.KDPL", {
+        "TEACHER": "ViT-H-14-quickgelu",
+        "TEACHER_PRETRAINED": "dfn5b",
+        "TEACHER_BACKEND": "open_clip",
+        "TEACHER_PREC": "fp32",
+        "TEACHER_TEMPLATE": "",
+        "CLASS_AGNOSTIC": False,
+        "K_MAX": 1000,
+        "CA_DICTIONARY": "",
+        "KL_FORWARD_WEIGHT": 0.5,
+        "KL_REVERSE_WEIGHT": 0.5,
+        "PREC": "",  # accepted for reference yamls; the host key (e.g. TRAINER.COOP.PREC) decides
+        "CTX_INIT": "",
+    })
+    add_keys(cfg, "TRAINER.COOP", {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "CLASS_TOKEN_POSITION": "end",
+                                   "PREC": "fp16"})
+    add_keys(cfg, "TRAINER.COCOOP", {"N_CTX": 16, "CTX_INIT": "", "PREC": "fp16"})
+    add_keys(cfg, "TRAINER.VPT", {"N_CTX_VISION": 2, "PROMPT_DEPTH_VISION": 1, "CTX_INIT": "a photo of a",
+                                  "PREC": "fp16"})
+    add_keys(cfg, "TRAINER.MAPLE", {"N_CTX": 2, "CTX_INIT": "a photo of a", "PREC": "fp16", "PROMPT_DEPTH": 9})
+    add_promptsrc_config(cfg)
+
+
+class KDPLTrainer(PromptDistillTrainer):
+    """Which student: :meth:`build_learner`. Which teacher: a frozen CLIP by config. Which loss: symmetric KL."""
+
+    def build_learner(self, clip_model, tokenize) -> PromptLearner:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------------ classes
+    @property
+    def kdpl(self):
+        return self.cfg.TRAINER.KDPL
+
+    def check_cfg(self, cfg) -> None:
+        node = cfg.TRAINER.get(self.precision_node, {})
+        kdpl_prec = cfg.TRAINER.KDPL.get("PREC", "") if "KDPL" in cfg.TRAINER else ""
+        if kdpl_prec and node and kdpl_prec != node.get("PREC", kdpl_prec):
+            print(f"Warning: TRAINER.KDPL.PREC={kdpl_prec} is ignored; TRAINER.{self.precision_node}.PREC="
+                  f"{node.get('PREC')} decides the student's precision")
+
+    def training_classnames(self) -> List[str]:
+        """The candidates both models score during training: the dataset's classes, or the CA dictionary."""
+        if not self.kdpl.CLASS_AGNOSTIC:
+            return list(self.dm.dataset.classnames)
+        if not hasattr(self, "_dictionary"):
+            names, path, digest = load_class_dictionary(self.kdpl.CA_DICTIONARY)
+            self._dictionary = names
+            lower = {n.lower() for n in names}
+            covered = sum(c.replace("_", " ").lower() in lower for c in self.dm.dataset.classnames)
+            print(f"Class-agnostic dictionary: {len(names)} names from {path} (sha256 {digest}); "
+                  f"{covered}/{len(self.dm.dataset.classnames)} of the dataset's class names occur in it")
+            self.dictionary_sha256 = digest
+        return self._dictionary
+
+    # ------------------------------------------------------------------------------------------------ models
+    def build_student(self) -> PromptedCLIP:
+        loaded = load_student_clip(self.cfg)
+        size = self.cfg.INPUT.SIZE[0]
+        if size != loaded.preprocess.size:
+            raise ValueError(f"INPUT.SIZE {size} does not match the student's input resolution "
+                             f"{loaded.preprocess.size} ({self.cfg.MODEL.BACKBONE.NAME}).")
+        learner = self.build_learner(loaded.model, loaded.tokenize)
+        template = template_for(self.cfg.DATASET.NAME, self.kdpl.TEACHER_TEMPLATE) \
+            if not self.kdpl.CLASS_AGNOSTIC else DEFAULT_TEMPLATE
+        student = PromptedCLIP(loaded, learner, fixed_template=self.fixed_template())
+        student.register_class_set("eval", self.dm.dataset.classnames)
+        self.teacher_template = template
+        return student
+
+    def fixed_template(self) -> str:
+        return DEFAULT_TEMPLATE
+
+    def before_train(self) -> None:
+        names = self.training_classnames()
+        if self.kdpl.CLASS_AGNOSTIC:
+            self.model.register_class_set("train", names)
+        else:
+            self.model.register_class_set("train", self.dm.dataset.classnames)
+        self.k_max = min(int(self.kdpl.K_MAX), len(names)) if self.kdpl.CLASS_AGNOSTIC else len(names)
+        super().before_train()
+
+    def build_teacher(self) -> FrozenTeacher:
+        k = self.kdpl
+        prec = resolve_precision(k.TEACHER_PREC, self.device, "teacher")
+        loaded = load_clip(k.TEACHER, backend=k.TEACHER_BACKEND, pretrained=k.TEACHER_PRETRAINED,
+                           download_root=self.cfg.MODEL.CLIP.DOWNLOAD_ROOT)
+        print(f"Teacher {k.TEACHER} ({loaded.backend}, {loaded.source}), precision {prec}, input "
+              f"{loaded.preprocess.size}px {loaded.preprocess.resize_mode}")
+        teacher = FrozenTeacher(loaded, self.cfg.INPUT.SIZE[0], self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
+                                precision=prec).to(self.device)
+        teacher.set_class_texts([self.teacher_template.format(c.replace("_", " "))
+                                 for c in self.training_classnames()])
+        return teacher
+
+    # -------------------------------------------------------------------------------------------------- loss
+    def teacher_targets(self, images: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Teacher logits (scaled by the student's logit scale) and, in CA mode, the selected class indices."""
+        teacher_logits = self.teacher.logits(images, self.model.logit_scale)
+        if not self.kdpl.CLASS_AGNOSTIC:
+            return teacher_logits, None
+        idx = select_top_classes(teacher_logits, self.k_max)
+        return teacher_logits[:, idx], idx
+
+    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        teacher_logits, idx = self.teacher_targets(images)
+        student_logits = self.model(images, key="train", idx=idx)
+        return self.kdpl_loss(teacher_logits, student_logits)
+
+    def kdpl_loss(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor
+                  ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        loss, fwd, rev = symmetric_kl(teacher_logits, student_logits, self.kdpl.KL_FORWARD_WEIGHT,
+                                      self.kdpl.KL_REVERSE_WEIGHT)
+        return loss, {"loss symmetric KL": loss, "loss KL forward": fwd, "loss KL reverse": rev}
+
+    def information_regime(self) -> Dict[str, str]:
+        k = self.kdpl
+        return {"labels": "none (few-shot sampling and base filter only)",
+                "images": f"{self.cfg.DATASET.NUM_SHOTS}-shot training images",
+                "class_names": "none (class-agnostic dictionary)" if k.CLASS_AGNOSTIC else "dataset",
+                "teacher": f"{k.TEACHER} ({k.TEACHER_PRETRAINED})", "student": self.cfg.MODEL.BACKBONE.NAME}
+
+    def checkpoint_meta(self) -> Dict[str, object]:
+        k = self.kdpl
+        meta = super().checkpoint_meta()
+        meta.update({"class_agnostic": bool(k.CLASS_AGNOSTIC), "k_max": int(k.K_MAX), "teacher": k.TEACHER,
+                     "teacher_pretrained": k.TEACHER_PRETRAINED,
+                     "dictionary_sha256": getattr(self, "dictionary_sha256", "")})
+        return meta
+
+
+@TRAINER_REGISTRY.register()
+class KDPL_CoOp(KDPLTrainer):
+    precision_node = "COOP"
+
+    def check_cfg(self, cfg) -> None:
+        super().check_cfg(cfg)
+        if cfg.TRAINER.COOP.get("CSC", False):
+            raise ValueError("KDPL_CoOp does not support TRAINER.COOP.CSC True: class-specific contexts cannot "
+                             "transfer to new classes.")
+        if cfg.TRAINER.COOP.get("CLASS_TOKEN_POSITION", "end") != "end":
+            raise ValueError("KDPL_CoOp supports only TRAINER.COOP.CLASS_TOKEN_POSITION end.")
+
+    def build_learner(self, clip_model, tokenize):
+        c = self.cfg.TRAINER.COOP
+        return CoOpPromptLearner(clip_model, tokenize, c.N_CTX, c.CTX_INIT)
+
+
+@TRAINER_REGISTRY.register()
+class KDPL_CoCoOp(KDPLTrainer):
+    precision_node = "COCOOP"
+
+    def build_learner(self, clip_model, tokenize):
+        c = self.cfg.TRAINER.COCOOP
+        return CoCoOpPromptLearner(clip_model, tokenize, c.N_CTX, c.CTX_INIT)
+
+
+@TRAINER_REGISTRY.register()
+class KDPL_VPT(KDPLTrainer):
+    precision_node = "VPT"
+
+    def build_learner(self, clip_model, tokenize):
+        c = self.cfg.TRAINER.VPT
+        return VPTPromptLearner(clip_model, c.N_CTX_VISION, c.PROMPT_DEPTH_VISION)
+
+    def fixed_template(self) -> str:
+        init = self.cfg.TRAINER.VPT.CTX_INIT
+        return f"{init} {{}}." if init else DEFAULT_TEMPLATE
+
+
+@TRAINER_REGISTRY.register()
+class KDPL_MaPLe(KDPLTrainer):
+    model_name = "MultiModalPromptLearner"
+    precision_node = "MAPLE"
+
+    def build_learner(self, clip_model, tokenize):
+        c = self.cfg.TRAINER.MAPLE
+        return MaPLePromptLearner(clip_model, tokenize, c.N_CTX, c.CTX_INIT, c.PROMPT_DEPTH)
+
+
+@TRAINER_REGISTRY.register()
+class KDPL_PromptSRC(PromptSRCMixin, KDPLTrainer):
+    """PromptSRC's self-regulating terms and Gaussian prompt aggregation are kept; only its CE is replaced."""
+
+    model_name = "VLPromptLearner"
+    precision_node = "PROMPTSRC"
+
+    def compute_loss(self, images):
+        teacher_logits, idx = self.teacher_targets(images)
+        student_logits, scl, scl_terms = self.self_consistency_loss(images, "train", self.training_classnames(), idx)
+        loss, terms = self.kdpl_loss(teacher_logits, student_logits)
+        return loss + scl, {**terms, **scl_terms}
