@@ -87,14 +87,8 @@ def setup_cfg(args):
     return cfg
 
 
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    check_files(args)
-    sys.modules.setdefault("outdated", None)
-    try:
-        import dassl  # noqa: F401
-    except ImportError:
-        sys.exit(DASSL_MISSING)
+def run(args, log_to_file: bool = True):
+    """Build the trainer for parsed ``args`` and train or evaluate; returns the trainer (tests use it in-process)."""
     import torch
     from dassl.engine import build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
@@ -106,13 +100,15 @@ def main(argv=None) -> None:
     if cfg.SEED >= 0:
         print(f"Setting fixed seed: {cfg.SEED}")
         set_random_seed(cfg.SEED)
-    setup_logger(cfg.OUTPUT_DIR)
+    if log_to_file:
+        setup_logger(cfg.OUTPUT_DIR)
     if torch.cuda.is_available() and cfg.USE_CUDA:
         torch.backends.cudnn.benchmark = True
     print("*** Config ***")
     print(cfg)
-    print("Collecting env info ...")
-    print(f"** System info **\n{collect_env_info()}\n")
+    if log_to_file:
+        print("Collecting env info ...")
+        print(f"** System info **\n{collect_env_info()}\n")
     os.makedirs(cfg.OUTPUT_DIR or ".", exist_ok=True)
     with open(os.path.join(cfg.OUTPUT_DIR or ".", "config.yaml"), "w") as f:
         f.write(cfg.dump())
@@ -122,9 +118,20 @@ def main(argv=None) -> None:
     if args.eval_only:
         trainer.load_model(args.model_dir, epoch=args.load_epoch)
         trainer.test()
-        return
-    if not args.no_train:
+    elif not args.no_train:
         trainer.train()
+    return trainer
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    check_files(args)
+    sys.modules.setdefault("outdated", None)
+    try:
+        import dassl  # noqa: F401
+    except ImportError:
+        sys.exit(DASSL_MISSING)
+    run(args)
 
 
 if __name__ == "__main__":

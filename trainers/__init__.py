@@ -20,13 +20,4 @@ else:
     DASSL_AVAILABLE = True
 
 if DASSL_AVAILABLE:
-    from .dassl_compat import apply_dassl_compat
-
-    apply_dassl_compat()
-
-    from . import kdpl, zeroshot  # noqa: E402,F401  (registration)
-    from .config import extend_cfg
-    from dassl.config import defaults as _dassl_defaults
-
-    # A fork's own train.py builds its config from Dassl's defaults: give it our keys too.
-    extend_cfg(_dassl_defaults._C)
+    from . import kdpl, zeroshot  # noqa: E402,F401  (registration, config keys, Dassl fixes)

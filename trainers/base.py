@@ -17,14 +17,21 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from dassl.config import defaults as dassl_config_defaults
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import count_num_param, save_checkpoint
 
-from .config import add_keys, cfg_get, config_keys
+from .config import add_keys, attach_defaults, cfg_get, config_keys
 from .core.clip_models import LoadedClip, load_clip
 from .core.precision import autocast, peak_memory_mb, resolve_precision, weight_dtype
 from .core.prompt_learners import load_learner_state
+from .dassl_compat import apply_dassl_compat
+
+# Importing any trainer module (e.g. ``import trainers.kdpl`` in a CoOp fork) fixes Dassl for current torch and
+# gives Dassl's defaults every config key our trainer modules declare.
+apply_dassl_compat()
+attach_defaults(dassl_config_defaults._C)
 
 
 @config_keys

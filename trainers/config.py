@@ -11,13 +11,26 @@ from yacs.config import CfgNode as CN
 
 ConfigHook = Callable[[CN], None]
 _HOOKS: List[ConfigHook] = []
+_ATTACHED: List[CN] = []
 
 
 def config_keys(hook: ConfigHook) -> ConfigHook:
-    """Decorator: register a function that adds a module's keys to a config."""
+    """Decorator: register a function that adds a module's keys to a config (and to every attached default)."""
     if hook not in _HOOKS:
         _HOOKS.append(hook)
+        for cfg in _ATTACHED:
+            hook(cfg)
     return hook
+
+
+def attach_defaults(cfg: CN) -> None:
+    """Keep ``cfg`` (Dassl's default config) extended with every hook, present and future.
+
+    A CoOp fork's own train.py clones Dassl's defaults, so importing one trainer module is enough to get its keys.
+    """
+    if all(cfg is not c for c in _ATTACHED):
+        _ATTACHED.append(cfg)
+        extend_cfg(cfg)
 
 
 def add_keys(cfg: CN, path: str, defaults: Dict[str, Any]) -> CN:

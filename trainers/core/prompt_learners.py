@@ -240,6 +240,22 @@ class PromptedCLIP(nn.Module):
         self.fixed_template = fixed_template
         self.register_buffer("logit_scale", self.clip.logit_scale.detach().exp().float().clone(), persistent=False)
         self.class_sets = nn.ModuleDict()
+        self._check_depths()
+
+    def _check_depths(self) -> None:
+        """Deep prompts beyond the last block would never be used: refuse them with the numbers."""
+        learner = self.prompt_learner
+        text_blocks = len(self.clip.transformer.resblocks)
+        deep_text = learner.text_deep_prompts() or []
+        if len(deep_text) + 1 > text_blocks:
+            raise ValueError(f"Text prompt depth {len(deep_text) + 1} exceeds the {text_blocks} text blocks of "
+                             "this CLIP; lower the PROMPT_DEPTH setting.")
+        if learner.has_vision_prompts and self.image_encoder.vit:
+            deep_vision = learner.vision_prompts()[1] or []
+            vision_blocks = len(self.clip.visual.transformer.resblocks)
+            if len(deep_vision) + 1 > vision_blocks:
+                raise ValueError(f"Vision prompt depth {len(deep_vision) + 1} exceeds the {vision_blocks} vision "
+                                 "blocks of this CLIP; lower the PROMPT_DEPTH setting.")
 
     # -- classes
     def register_class_set(self, key: str, classnames: Sequence[str]) -> None:

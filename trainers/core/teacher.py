@@ -43,6 +43,7 @@ class FrozenTeacher(nn.Module):
         self.same_norm = bool(torch.allclose(self.in_mean, self.own_mean) and torch.allclose(self.in_std, self.own_std))
         self.register_buffer("class_features", torch.empty(0), persistent=False)
         self.text_encoder_calls = 0
+        self.eval()
 
     def train(self, mode: bool = True) -> "FrozenTeacher":
         """The teacher stays in eval mode whatever the trainer asks."""

@@ -1,0 +1,25 @@
+"""Helpers for in-process Dassl runs through train.py (one pytest process: Dassl's import is slow)."""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CFG = os.path.join(ROOT, "configs", "tiny", "kdpl_tiny_cpu.yaml")
+
+
+def run_train_py(data: str, out: str, trainer: str, dataset: str = "eurosat", config: str = TINY_CFG,
+                 opts: Optional[List[str]] = None, eval_only: bool = False, model_dir: str = "",
+                 load_epoch: Optional[int] = None, seed: int = 1):
+    """Run train.py's pipeline in-process (without the stdout tee) and return the trainer."""
+    import train
+
+    argv = ["--root", data, "--seed", str(seed), "--trainer", trainer,
+            "--dataset-config-file", os.path.join(ROOT, "configs", "datasets", f"{dataset}.yaml"),
+            "--config-file", config, "--output-dir", out]
+    if eval_only:
+        argv += ["--eval-only", "--model-dir", model_dir]
+        if load_epoch is not None:
+            argv += ["--load-epoch", str(load_epoch)]
+    argv += list(opts or [])
+    return train.run(train.build_parser().parse_args(argv), log_to_file=False)
