@@ -121,6 +121,11 @@ def openai_tokenize(texts: Sequence[str] | str, context_length: int = 77) -> tor
     return tokens.long()
 
 
+# What MaPLe/PromptSRC's vendored clip needs to build its stock (prompt-free) blocks.
+PLAIN_DESIGN = {"trainer": "CoOp", "vision_depth": 0, "language_depth": 0, "vision_ctx": 0, "language_ctx": 0,
+                "maple_length": 0}
+
+
 def build_openai_clip(state_dict: Dict[str, torch.Tensor]) -> nn.Module:
     """``build_model`` of the importable clip package, also when it is MaPLe/PromptSRC's copy.
 
@@ -129,14 +134,9 @@ def build_openai_clip(state_dict: Dict[str, torch.Tensor]) -> nn.Module:
     """
     _, model_mod = clip_package()
     build = model_mod.build_model
-    params = inspect.signature(build).parameters
-    if "design_details" in params:
-        design = {"trainer": "CoOp", "vision_depth": 0, "language_depth": 0, "vision_ctx": 0,
-                  "language_ctx": 0, "maple_length": 0}
-        model = build(dict(state_dict), design)
-    else:
-        model = build(dict(state_dict))
-    return model.float().eval()
+    if "design_details" in inspect.signature(build).parameters:
+        return build(dict(state_dict), dict(PLAIN_DESIGN)).float().eval()
+    return build(dict(state_dict)).float().eval()
 
 
 def _openai_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -199,7 +199,10 @@ def build_tiny_clip(name: str) -> nn.Module:
     _, model_mod = clip_package()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED + sum(map(ord, name)))
-        model = model_mod.CLIP(**TINY_CLIP_CONFIGS[name])
+        kwargs = dict(TINY_CLIP_CONFIGS[name])
+        if "design_details" in inspect.signature(model_mod.CLIP.__init__).parameters:
+            kwargs["design_details"] = dict(PLAIN_DESIGN)
+        model = model_mod.CLIP(**kwargs)
     return model.float().eval()
 
 
