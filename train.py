@@ -73,10 +73,13 @@ def check_files(args) -> None:
 
 def setup_cfg(args):
     from dassl.config import get_cfg_default
+
+    from datasets.config import add_dataset_config
     from trainers.config import extend_cfg
 
     cfg = get_cfg_default()
     extend_cfg(cfg)
+    add_dataset_config(cfg)
     if args.dataset_config_file:
         cfg.merge_from_file(args.dataset_config_file)
     if args.config_file:

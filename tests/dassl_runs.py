@@ -5,7 +5,7 @@ import os
 from typing import List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CFG = os.path.join(ROOT, "configs", "tiny", "kdpl_tiny_cpu.yaml")
+TINY_CFG = os.path.join(ROOT, "configs", "trainers", "KDPL_CoOp", "tiny_vit_ep2_cpu.yaml")
 
 
 def run_train_py(data: str, out: str, trainer: str, dataset: str = "eurosat", config: str = TINY_CFG,

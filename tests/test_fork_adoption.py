@@ -110,7 +110,7 @@ def test_fork_adopts_kdpl_coop_with_one_import(tmp_path, vendored_clip):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
     common = [sys.executable, "train.py", "--dataset-config-file", "configs/datasets/eurosat.yaml",
-              "--config-file", "configs/tiny/kdpl_tiny_cpu.yaml", "--trainer", "KDPL_CoOp"]
+              "--config-file", "configs/trainers/KDPL_CoOp/tiny_vit_ep2_cpu.yaml", "--trainer", "KDPL_CoOp"]
     opts = ["DATASET.ROOT", data, "DATASET.NUM_SHOTS", "2", "OPTIM.MAX_EPOCH", "1",
             "OUTPUT_DIR", os.path.join(fork, "out"), "TRAINER.COOP.N_CTX", "4", "TRAINER.COOP.CTX_INIT",
             "a photo of a"]

@@ -27,8 +27,8 @@ DEFAULT_SCL_TEMPLATES: List[str] = [
 def add_promptsrc_config(cfg) -> None:
     add_keys(cfg, "TRAINER.PROMPTSRC", {
         "N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a", "PREC": "fp16",
-        "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25.0, "IMAGE_LOSS_WEIGHT": 10.0,
-        "GPA_MEAN": 15.0, "GPA_STD": 1.0, "TEMPLATES_FILE": "",
+        "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25, "IMAGE_LOSS_WEIGHT": 10,
+        "GPA_MEAN": 15, "GPA_STD": 1, "TEMPLATES_FILE": "",
     })
 
 

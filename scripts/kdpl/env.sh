@@ -1,0 +1,39 @@
+# shellcheck shell=bash
+# KDPL settings shared by scripts/kdpl/*.sh (sourced after `set -euo pipefail`).
+#   TRAINER  KDPL_CoOp (default) | KDPL_CoCoOp | KDPL_VPT | KDPL_MaPLe | KDPL_PromptSRC
+#   CFG      yaml name under configs/trainers/${TRAINER}/ (default per trainer and protocol, kdpl.md §8)
+#   CA       0 (default) | 1: class-agnostic KDPL (TRAINER.KDPL.CLASS_AGNOSTIC True, TAG ${TRAINER}-CA)
+# plus DATA, OUTPUT, PYTHON, SHOTS, EXTRA_OPTS, DRY_RUN from scripts/common.sh.
+
+# shellcheck source=scripts/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+
+TRAINER=${TRAINER:-KDPL_CoOp}
+CA=${CA:-0}
+case ${CA} in
+    0) TAG=${TRAINER} ;;
+    # Passed to test runs too, so each run's config.yaml and results.json state the regime the model was trained in.
+    1) TAG=${TRAINER}-CA; METHOD_OPTS+=(TRAINER.KDPL.CLASS_AGNOSTIC True) ;;
+    *) die "CA must be 0 or 1, got '${CA}'" ;;
+esac
+
+# kdpl_default_cfg PROTOCOL (base2new | xd | fewshot): the reference yaml for TRAINER.
+kdpl_default_cfg() {
+    case ${TRAINER} in
+        KDPL_CoOp) echo vit_b32_ctxv1 ;;
+        KDPL_CoCoOp) echo vit_b32_c4_ep10_batch1_ctxv1 ;;
+        KDPL_VPT) echo vit_b32_c2_ep5_batch4_4 ;;
+        KDPL_MaPLe) echo vit_b32_c2_ep5_batch4_2ctx ;;
+        KDPL_PromptSRC)
+            if [[ $1 == xd ]]; then echo "vit_b32_c2_ep20_batch4_4+4ctx_cross_datasets"
+            else echo "vit_b32_c2_ep20_batch4_4+4ctx"; fi ;;
+        *) die "no default CFG for TRAINER=${TRAINER}; set CFG" ;;
+    esac
+}
+
+# use_protocol PROTOCOL: CFG from the environment if set, else the default for this protocol.
+use_protocol() {
+    local default
+    default=$(kdpl_default_cfg "$1")
+    CFG=${CFG:-${default}}
+}
