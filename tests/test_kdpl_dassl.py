@@ -177,3 +177,20 @@ def test_registration_and_config_keys_do_not_overwrite():
     cfg.TRAINER.COOP.N_CTX = 7
     extend_cfg(cfg)
     assert cfg.TRAINER.COOP.N_CTX == 7 and cfg.TRAINER.COOP.CTX_INIT == ""
+
+
+def test_non_finite_loss_stops_training_before_saving(data, tmp_path, monkeypatch):
+    from trainers.kdpl import KDPL_CoOp
+
+    original = KDPL_CoOp.compute_loss
+
+    def nan_loss(self, images):
+        loss, terms = original(self, images)
+        loss = loss * float("nan")
+        return loss, {**terms, "loss symmetric KL": loss}
+
+    monkeypatch.setattr(KDPL_CoOp, "compute_loss", nan_loss)
+    out = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match="NaN"):
+        run_train_py(data, str(out), "KDPL_CoOp", opts=BASE)
+    assert not (out / "prompt_learner").exists()

@@ -7,6 +7,7 @@ missing checkpoints, and a ``results.json`` beside Dassl's ``log.txt``.
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import os.path as osp
@@ -132,16 +133,53 @@ class PromptDistillTrainer(TrainerX):
         with autocast(self.device, self.precision):
             loss, terms = self.compute_loss(images)
         if self.scaler is None:
-            self.model_backward_and_update(loss)
+            self.model_zero_grad()
+            loss.backward()
+            self.model_update()
         else:
             self.model_zero_grad()
-            self.detect_anomaly(loss)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optim)
             self.scaler.update()
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return {k: v.detach() for k, v in terms.items()}
+
+    def run_epoch(self) -> None:
+        """Dassl's epoch loop without its per-step host sync: loss terms stay on the device and are summed there;
+        they are read (one sync) only on the lines Dassl would print, in the same format."""
+        self.set_model_mode("train")
+        self.num_batches = len(self.train_loader_x)
+        freq = self.cfg.TRAIN.PRINT_FREQ
+        sums: Dict[str, torch.Tensor] = {}
+        epoch_start = end = time.time()
+        data_time = 0.0
+        for self.batch_idx, batch in enumerate(self.train_loader_x):
+            data_time += time.time() - end
+            terms = self.forward_backward(batch)
+            for name, value in terms.items():
+                sums[name] = sums[name] + value if name in sums else value.clone()
+            done = self.batch_idx + 1
+            last = done == self.num_batches
+            if done % freq == 0 or self.num_batches < freq or last:
+                # Dassl checks every step (a host sync per step); a NaN/Inf anywhere makes the sums non-finite,
+                # so checking them here still stops the run before anything is saved.
+                if not all(torch.isfinite(v).all() for v in sums.values()):
+                    raise FloatingPointError("Loss is infinite or NaN!")
+            if done % freq == 0 or self.num_batches < freq:
+                elapsed = time.time() - epoch_start
+                remaining = (self.num_batches - done) + (self.max_epoch - self.epoch - 1) * self.num_batches
+                eta = str(datetime.timedelta(seconds=int(elapsed / done * remaining)))
+                losses = " ".join(f"{k} {float(v) / done:.4f}" for k, v in sums.items())
+                print(f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{done}/{self.num_batches}] "
+                      f"time {elapsed / done:.3f} data {data_time / done:.3f} {losses} "
+                      f"lr {self.get_current_lr():.4e} eta {eta}")
+                step = self.epoch * self.num_batches + self.batch_idx
+                for k, v in sums.items():
+                    self.write_scalar("train/" + k, float(v) / done, step)
+                self.write_scalar("train/lr", self.get_current_lr(), step)
+            end = time.time()
+        self.timings[f"epoch{self.epoch + 1}_s"] = time.time() - epoch_start
 
     # --------------------------------------------------------------------------------------------------- testing
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
