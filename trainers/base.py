@@ -82,6 +82,14 @@ class PromptDistillTrainer(TrainerX):
         """The module whose parameters train (and whose state dict is the checkpoint)."""
         return self.model.prompt_learner
 
+    def param_groups(self) -> Optional[list]:
+        """Optimizer parameter groups (e.g. a faster new head); None = every learnable parameter at OPTIM.LR."""
+        return None
+
+    def extra_results(self) -> Dict[str, Any]:
+        """Method-specific fields merged into ``results.json`` (e.g. per-domain accuracies)."""
+        return {}
+
     def checkpoint_meta(self) -> Dict[str, Any]:
         """Metadata stored with every checkpoint (strings and numbers only)."""
         return {"trainer": self.cfg.TRAINER.NAME, "backbone": self.cfg.MODEL.BACKBONE.NAME}
@@ -107,7 +115,7 @@ class PromptDistillTrainer(TrainerX):
         if cfg.MODEL.INIT_WEIGHTS:
             self._load_learnable(cfg.MODEL.INIT_WEIGHTS)
         print(f"# learnable params: {count_num_param(learnable):,} (of {count_num_param(self.model):,})")
-        self.optim = build_optimizer(learnable, cfg.OPTIM)
+        self.optim = build_optimizer(learnable, cfg.OPTIM, param_groups=self.param_groups())
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, learnable, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
@@ -125,8 +133,24 @@ class PromptDistillTrainer(TrainerX):
 
     # -------------------------------------------------------------------------------------------------- training
     def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """Images only: distillation never reads the label."""
+        """Images only: distillation never reads the label. The dataset indices key cached teacher outputs."""
+        index = batch.get("index") if hasattr(batch, "get") else None
+        self.batch_index = index.to(self.device, non_blocking=True) if isinstance(index, torch.Tensor) else None
         return batch["img"].to(self.device, non_blocking=True)
+
+    def adopt_data_manager(self, dm) -> None:
+        """Take the loaders of a DataManager built with a custom wrapper (Dassl's attributes, as its own method)."""
+        self.train_loader_x, self.train_loader_u = dm.train_loader_x, dm.train_loader_u
+        self.val_loader, self.test_loader = dm.val_loader, dm.test_loader
+        self.num_classes, self.num_source_domains = dm.num_classes, dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.dm = dm
+
+    def before_epoch(self) -> None:
+        """Keyed-view datasets draw this epoch's views (no-op for Dassl's own wrapper)."""
+        dataset = getattr(self.train_loader_x, "dataset", None)
+        if hasattr(dataset, "epoch"):
+            dataset.epoch = self.epoch
 
     def forward_backward(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         images = self.parse_batch_train(batch)
@@ -227,6 +251,7 @@ class PromptDistillTrainer(TrainerX):
             "timings": self.timings,
             "peak_memory_mb": peak_memory_mb(self.device),
         }
+        record.update(self.extra_results())
         path = osp.join(self.output_dir, "results.json")
         os.makedirs(self.output_dir, exist_ok=True)
         tmp = path + ".tmp"

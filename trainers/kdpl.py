@@ -6,10 +6,12 @@ dictionary and keeps, per batch, the K_MAX names the teacher finds most probable
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Dict, List, Optional, Tuple
 
 import torch
 
+from dassl.data import DataManager
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer, load_student_clip
@@ -22,8 +24,10 @@ from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, IVLPP
                                    PromptedCLIP, PromptLearner, VPTPromptLearner)
 from .core.selection import select_top_classes
 from .core.teacher import FrozenTeacher
+from .core.teacher_cache import TeacherCache
 from .core.templates import DEFAULT_TEMPLATE, template_for
 from .promptsrc import PromptSRCMixin, add_promptsrc_config
+from .view_data import ViewKeyedDatasetWrapper, check_view_keyed_transforms
 
 
 @config_keys
@@ -37,6 +41,9 @@ def add_kdpl_config(cfg) -> None:
         "CLASS_AGNOSTIC": False,
         "K_MAX": 1000,
         "CA_DICTIONARY": "",
+        "TEACHER_CACHE": "",  # folder of cached teacher logits (tools/build_teacher_cache.py); "" = online
+        "VIEW_KEYED_AUG": False,  # training views keyed by (seed, epoch, index); implied by TEACHER_CACHE
+        "CACHE_TOPK": 0,  # logits kept per view when building a cache; 0 = all classes (exact up to fp16)
         "KL_FORWARD_WEIGHT": 0.5,
         "KL_REVERSE_WEIGHT": 0.5,
         "PREC": "",  # accepted for reference yamls; the host key (e.g. TRAINER.COOP.PREC) decides
@@ -110,7 +117,38 @@ class KDPLTrainer(PromptDistillTrainer):
         self.k_max = min(int(self.kdpl.K_MAX), len(names)) if self.kdpl.CLASS_AGNOSTIC else len(names)
         super().before_train()
 
-    def build_teacher(self) -> FrozenTeacher:
+    # ------------------------------------------------------------------------------------- teacher cache
+    def view_keyed(self) -> bool:
+        return bool(self.kdpl.get("VIEW_KEYED_AUG", False) or self.kdpl.get("TEACHER_CACHE", ""))
+
+    def build_data_loader(self) -> None:
+        if not self.view_keyed():
+            return super().build_data_loader()
+        check_view_keyed_transforms(self.cfg)
+        self.adopt_data_manager(DataManager(self.cfg, dataset_wrapper=ViewKeyedDatasetWrapper))
+
+    def cache_meta(self) -> Dict[str, object]:
+        """Everything cached teacher logits depend on; a cache built for other values is refused."""
+        k, cfg = self.kdpl, self.cfg
+        names = "\n".join(self.training_classnames())
+        return {"teacher": k.TEACHER, "teacher_pretrained": k.TEACHER_PRETRAINED, "teacher_prec": k.TEACHER_PREC,
+                "template": self.teacher_template, "classes_sha256": hashlib.sha256(names.encode()).hexdigest(),
+                "num_classes": len(self.training_classnames()), "num_images": len(self.dm.dataset.train_x),
+                "seed": int(cfg.SEED), "input_size": int(cfg.INPUT.SIZE[0]),
+                "rrcrop_scale": [float(x) for x in cfg.INPUT.RRCROP_SCALE],
+                "pixel_mean": [float(x) for x in cfg.INPUT.PIXEL_MEAN],
+                "pixel_std": [float(x) for x in cfg.INPUT.PIXEL_STD],
+                "logit_scale": round(float(self.model.logit_scale), 4)}
+
+    def build_teacher(self) -> Optional[FrozenTeacher]:
+        self.teacher_cache = None
+        if self.kdpl.get("TEACHER_CACHE", ""):
+            self.teacher_cache = TeacherCache(self.kdpl.TEACHER_CACHE, self.device, expected=self.cache_meta())
+            print(f"Teacher logits from the cache at {self.kdpl.TEACHER_CACHE} (no teacher is built)")
+            return None
+        return self.build_online_teacher()
+
+    def build_online_teacher(self) -> FrozenTeacher:
         k = self.kdpl
         prec = resolve_precision(k.TEACHER_PREC, self.device, "teacher")
         loaded = load_clip(k.TEACHER, backend=k.TEACHER_BACKEND, pretrained=k.TEACHER_PRETRAINED,
@@ -126,7 +164,10 @@ class KDPLTrainer(PromptDistillTrainer):
     # -------------------------------------------------------------------------------------------------- loss
     def teacher_targets(self, images: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Teacher logits (scaled by the student's logit scale) and, in CA mode, the selected class indices."""
-        teacher_logits = self.teacher.logits(images, self.model.logit_scale)
+        if getattr(self, "teacher_cache", None) is not None:
+            teacher_logits = self.teacher_cache.lookup(self.epoch, self.batch_index)
+        else:
+            teacher_logits = self.teacher.logits(images, self.model.logit_scale)
         if not self.kdpl.CLASS_AGNOSTIC:
             return teacher_logits, None
         idx = select_top_classes(teacher_logits, self.k_max)

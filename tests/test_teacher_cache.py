@@ -1,0 +1,97 @@
+"""Offline teacher cache: keyed views, shards, and cached == online targets on the same views."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from trainers.core.teacher_cache import TeacherCache, TeacherCacheError, check_meta, save_shard, write_meta
+from trainers.core.views import ViewSampler, apply_view
+
+
+def test_views_are_keyed_by_seed_epoch_and_index():
+    sampler = ViewSampler(seed=3)
+    a = sampler.params(0, 5, 64, 48)
+    assert a == sampler.params(0, 5, 64, 48)
+    draws = {sampler.params(e, i, 64, 48) for e in range(3) for i in range(10)}
+    assert len(draws) > 25  # different epochs and images get different views
+    assert ViewSampler(seed=4).params(0, 5, 64, 48) != a
+    for top, left, h, w, flip in draws:
+        assert 0 <= top and top + h <= 48 and 0 <= left and left + w <= 64 and flip in (0, 1)
+        assert 0.08 * 64 * 48 * 0.8 <= h * w <= 64 * 48
+    img = Image.new("RGB", (64, 48), (120, 30, 200))
+    out = apply_view(img, a, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert out.shape == (3, 32, 32)
+    assert torch.allclose(out[0], torch.full((32, 32), (120 / 255 - 0.5) / 0.5), atol=1e-2)
+
+
+def test_shards_round_trip_full_and_topk(tmp_path):
+    torch.manual_seed(0)
+    logits = torch.randn(6, 10) * 20
+    full, top = str(tmp_path / "full"), str(tmp_path / "top")
+    for folder, k in ((full, 10), (top, 3)):
+        write_meta(folder, {"num_images": 6, "num_classes": 10, "epochs": 1, "teacher": "t"})
+        save_shard(folder, 0, 0, torch.tensor([0, 2, 4]), logits[[0, 2, 4]], k)
+        save_shard(folder, 0, 1, torch.tensor([1, 3, 5]), logits[[1, 3, 5]], k)
+    rows = TeacherCache(full, torch.device("cpu")).lookup(0, torch.tensor([5, 0]))
+    assert torch.allclose(rows, logits[[5, 0]].half().float())
+    sparse = TeacherCache(top, torch.device("cpu")).lookup(0, torch.arange(6))
+    assert torch.equal(torch.isfinite(sparse).sum(1), torch.full((6,), 3))
+    assert torch.equal(sparse.argmax(1), logits.argmax(1))
+    with pytest.raises(TeacherCacheError, match="epoch 2"):
+        TeacherCache(full, torch.device("cpu")).lookup(1, torch.tensor([0]))
+
+
+def test_incomplete_or_mismatched_cache_is_refused(tmp_path):
+    folder = str(tmp_path / "c")
+    write_meta(folder, {"num_images": 4, "num_classes": 3, "epochs": 1, "teacher": "big"})
+    save_shard(folder, 0, 0, torch.tensor([0, 1]), torch.randn(2, 3), 3)
+    with pytest.raises(TeacherCacheError, match="lacks 2 images"):
+        TeacherCache(folder, torch.device("cpu")).lookup(0, torch.tensor([0]))
+    with pytest.raises(TeacherCacheError, match="teacher: cache 'big' vs run 'other'"):
+        TeacherCache(folder, torch.device("cpu"), expected={"teacher": "other"})
+    with pytest.raises(TeacherCacheError, match="build_teacher_cache"):
+        TeacherCache(str(tmp_path / "none"), torch.device("cpu"))
+    check_meta({"a": 1}, {"a": 1}, folder)
+
+
+def test_cached_and_online_training_see_the_same_targets(tmp_path):
+    pytest.importorskip("dassl", reason="Dassl.pytorch is not installed: Dassl integration tests skipped")
+    from datasets.synthetic import make_synthetic_dataset
+    from tests.dassl_runs import ROOT, TINY_CFG, run_train_py
+    from tools.build_teacher_cache import main as build_cache
+
+    data = str(tmp_path / "data")
+    make_synthetic_dataset(data, "eurosat", num_classes=4, per_class=6, size=40, seed=2)
+    opts = ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base"]
+    cache = str(tmp_path / "cache")
+    build_cache(["--root", data, "--seed", "1", "--trainer", "KDPL_CoOp", "--dataset-config-file",
+                 os.path.join(ROOT, "configs", "datasets", "eurosat.yaml"), "--config-file", TINY_CFG,
+                 "--cache-dir", cache] + opts)
+    assert sorted(os.listdir(cache)) == ["config.yaml", "epoch_000.rank000.pt", "epoch_001.rank000.pt", "meta.json"]
+
+    online = run_train_py(data, str(tmp_path / "online"), "KDPL_CoOp",
+                          opts=opts + ["TRAINER.KDPL.VIEW_KEYED_AUG", "True", "TRAIN.CHECKPOINT_FREQ", "0"])
+    cached = run_train_py(data, str(tmp_path / "cached"), "KDPL_CoOp",
+                          opts=opts + ["TRAINER.KDPL.TEACHER_CACHE", cache, "TRAIN.CHECKPOINT_FREQ", "0"])
+    assert cached.teacher is None and cached.teacher_cache is not None
+    for trainer in (online, cached):
+        trainer.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
+    for epoch in (0, 1):
+        losses = []
+        for trainer in (online, cached):
+            trainer.epoch = epoch
+            trainer.before_epoch()
+            batch = next(iter(torch.utils.data.DataLoader(trainer.train_loader_x.dataset, batch_size=8)))
+            images = trainer.parse_batch_train(batch)
+            with torch.no_grad():
+                losses.append(trainer.compute_loss(images)[0])
+        online_loss, cached_loss = losses
+        assert float(online_loss) > 0
+        assert torch.allclose(online_loss, cached_loss, rtol=2e-3, atol=1e-4), (epoch, losses)
+    # a run with other settings refuses the cache
+    with pytest.raises(Exception, match="other settings"):
+        run_train_py(data, str(tmp_path / "other"), "KDPL_CoOp", seed=2,
+                     opts=opts + ["TRAINER.KDPL.TEACHER_CACHE", cache])

@@ -1,0 +1,108 @@
+"""An offline cache of teacher logits, one row per (epoch, image index) view, written in shards.
+
+Layout of a cache folder::
+
+    meta.json                      what the logits depend on (teacher, classes, views, scale); checked on use
+    epoch_{E:03d}.rank{R:03d}.pt   {"index": int64 [M], "values": fp16 [M, k], "classes": int32 [M, k] or absent}
+
+With ``k`` equal to the number of classes the full logit rows are stored (exact up to fp16); with a smaller ``k``
+only each view's top-k logits are kept (FKD's soft labels) and the rest read back as ``-inf`` (probability 0).
+Several processes (``torchrun``, several nodes) write disjoint shards of the same epoch; the reader merges them.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from typing import Any, Dict, Optional
+
+import torch
+
+META = "meta.json"
+_SHARD = re.compile(r"epoch_(\d+)\.rank(\d+)\.pt$")
+
+
+class TeacherCacheError(RuntimeError):
+    """A cache folder is missing, incomplete or was built for other settings."""
+
+
+def write_meta(cache_dir: str, meta: Dict[str, Any]) -> None:
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = os.path.join(cache_dir, META + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(cache_dir, META))
+
+
+def read_meta(cache_dir: str) -> Dict[str, Any]:
+    path = os.path.join(cache_dir, META)
+    if not os.path.isfile(path):
+        raise TeacherCacheError(f"No teacher cache at {cache_dir} ({META} missing): build it with "
+                                "`python -m tools.build_teacher_cache ... --cache-dir DIR` first.")
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_meta(meta: Dict[str, Any], expected: Dict[str, Any], cache_dir: str) -> None:
+    """Refuse a cache whose settings differ from the run's (teacher, classes, views, scale...)."""
+    wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+    if wrong:
+        details = ", ".join(f"{k}: cache {a!r} vs run {b!r}" for k, (a, b) in wrong.items())
+        raise TeacherCacheError(f"The teacher cache at {cache_dir} was built for other settings ({details}); "
+                                "rebuild it or point the run at the matching cache.")
+
+
+def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, logits: torch.Tensor, k: int) -> str:
+    """Store the top-``k`` teacher logits (fp16) of views ``index`` of ``epoch``; atomic."""
+    if k >= logits.shape[1]:
+        payload = {"index": index.long().cpu(), "values": logits.half().cpu()}
+    else:
+        values, classes = logits.float().topk(k, dim=1)
+        payload = {"index": index.long().cpu(), "values": values.half().cpu(), "classes": classes.int().cpu()}
+    path = os.path.join(cache_dir, f"epoch_{epoch:03d}.rank{rank:03d}.pt")
+    torch.save(payload, path + ".tmp")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+class TeacherCache:
+    """Reads cached teacher logits back as dense (B, N) fp32 rows on the device, one epoch in memory at a time."""
+
+    def __init__(self, cache_dir: str, device: torch.device, expected: Optional[Dict[str, Any]] = None):
+        self.cache_dir = cache_dir
+        self.meta = read_meta(cache_dir)
+        if expected:
+            check_meta(self.meta, expected, cache_dir)
+        self.device = device
+        self.num_images = int(self.meta["num_images"])
+        self.num_classes = int(self.meta["num_classes"])
+        self._epoch: Optional[int] = None
+        self._rows: Optional[torch.Tensor] = None
+
+    def _load_epoch(self, epoch: int) -> None:
+        shards = sorted(glob.glob(os.path.join(self.cache_dir, f"epoch_{epoch:03d}.rank*.pt")))
+        if not shards:
+            raise TeacherCacheError(f"The teacher cache at {self.cache_dir} has no shard for epoch {epoch + 1}; "
+                                    f"it was built for {self.meta.get('epochs')} epochs.")
+        rows = torch.full((self.num_images, self.num_classes), float("-inf"), dtype=torch.float16)
+        seen = torch.zeros(self.num_images, dtype=torch.bool)
+        for path in shards:
+            shard = torch.load(path, map_location="cpu", weights_only=True)
+            index = shard["index"]
+            if "classes" in shard:
+                rows[index.unsqueeze(1), shard["classes"].long()] = shard["values"]
+            else:
+                rows[index] = shard["values"]
+            seen[index] = True
+        if not bool(seen.all()):
+            missing = int((~seen).sum())
+            raise TeacherCacheError(f"Epoch {epoch + 1} of the teacher cache at {self.cache_dir} lacks {missing} "
+                                    "images (an interrupted or partial build): rebuild that epoch.")
+        self._rows, self._epoch = rows.to(self.device), epoch
+
+    def lookup(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
+        """Teacher logits (B, N) in fp32 for the views ``index`` of ``epoch``."""
+        if self._epoch != epoch:
+            self._load_epoch(epoch)
+        return self._rows[index.to(self.device)].float()
