@@ -5,6 +5,7 @@ Prints, for one method / backbone pair / class count / batch size, the milliseco
   (b) reference  : the same method with the reference code's per-step teacher work reinstated (teacher text features
                    recomputed over all classes every step, teacher in fp32, a device-to-host copy of the teacher
                    logits each step);
+  (a') cached    : ours with the teacher logits read from an offline teacher cache (tools/build_teacher_cache.py);
   (c) floor      : the base prompt method alone (no teacher: CoOp for KDPL, the prompted student for PromptKD);
 split into teacher image / teacher text / student forward+backward / optimizer, with peak memory, and the ratios
 measured in this run. Runs on CPU (tiny models by default) or GPU (real names need their weights locally):
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from typing import Callable, Dict, Iterator
@@ -29,6 +31,7 @@ from trainers.core.losses import promptkd_loss, symmetric_kl
 from trainers.core.precision import autocast, resolve_precision
 from trainers.core.prompt_learners import CoOpPromptLearner, PromptedCLIP, VPTPromptLearner
 from trainers.core.teacher import FrozenTeacher
+from trainers.core.teacher_cache import TeacherCache, save_shard, write_meta
 
 PARTS = ("teacher image", "teacher text", "student fwd+bwd", "optimizer")
 
@@ -77,6 +80,7 @@ def run_variant(variant: str, args, device) -> Dict[str, float]:
     student, texts, size = build(args, device)
     prec = resolve_precision(args.teacher_prec if variant == "ours" else "fp32", device, "teacher")
     teacher = None if variant == "floor" else make_teacher(args, device, size, prec)
+    cache = None
     projector = None
     if args.method == "promptkd":  # student feature -> teacher embedding space (class vectors W)
         out_dim, in_dim = args.teacher_dim, student.clip.visual.output_dim
@@ -86,8 +90,14 @@ def run_variant(variant: str, args, device) -> Dict[str, float]:
     optim = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
     images = torch.randn(args.batch, 3, size, size, device=device)
     labels = torch.randint(0, args.classes, (args.batch,), device=device)
-    if teacher is not None and variant == "ours":
+    if teacher is not None and variant in ("ours", "cached"):
         teacher.set_class_texts(texts)  # once
+    if variant == "cached":  # the cache holds this batch's views; build it once, outside the timed steps
+        folder = tempfile.mkdtemp(prefix="teacher_cache_")
+        write_meta(folder, {"num_images": args.batch, "num_classes": args.classes, "epochs": 1})
+        save_shard(folder, 0, 0, torch.arange(args.batch), teacher.logits(images, student.logit_scale),
+                   args.classes)
+        cache, index = TeacherCache(folder, device), torch.arange(args.batch, device=device)
     timer = PartTimer(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -95,7 +105,10 @@ def run_variant(variant: str, args, device) -> Dict[str, float]:
         if step == args.warmup:
             timer.totals = {p: 0.0 for p in PARTS}
         teacher_logits = None
-        if teacher is not None:
+        if cache is not None:
+            with timer.part("teacher image"):
+                teacher_logits = cache.lookup(0, index)
+        elif teacher is not None:
             if variant == "reference":
                 with timer.part("teacher text"):
                     teacher.set_class_texts(texts)  # the reference recomputes W every step
@@ -145,7 +158,7 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     args.student_prec = resolve_precision(args.student_prec, device, "student")
     args.teacher_dim = load_clip(args.teacher, backend=args.teacher_backend, pretrained=args.teacher_pretrained).embed_dim
-    rows = {v: run_variant(v, args, device) for v in ("ours", "reference", "floor")}
+    rows = {v: run_variant(v, args, device) for v in ("ours", "cached", "reference", "floor")}
     print(f"\n{args.method}: student {args.student}, teacher {args.teacher}, {args.classes} classes, batch "
           f"{args.batch}, {args.steps} steps on {device} (ms per step)")
     header = ["variant", *PARTS, "total", "peak MiB"]
@@ -155,6 +168,7 @@ def main(argv=None) -> None:
     ours, ref, floor = rows["ours"]["total"], rows["reference"]["total"], rows["floor"]["total"]
     print(f"\nspeed-up of ours over the reference-style step (b)/(a): {ref / ours:.2f}x")
     print(f"ours relative to the floor (a)/(c): {ours / floor:.2f}x")
+    print(f"ours with the teacher cache relative to the floor (a')/(c): {rows['cached']['total'] / floor:.2f}x")
 
 
 if __name__ == "__main__":
