@@ -1,0 +1,547 @@
+"""PromptKD (Li et al., CVPR 2024): unsupervised prompt distillation from a prompted ViT-L/14 into a ViT-B/16.
+
+Two registered trainers:
+
+* ``PromptKD_Teacher`` (stage 1): PromptSRC with its cross-entropy on a large CLIP (ViT-L/14). Besides its GPA
+  checkpoint it writes ``class_vectors.pt``: the prompted, L2-normalised text features of ALL N classes of the
+  dataset in label order (also after training on base classes), with class names, template, backbone and the
+  checkpoint's sha256.
+* ``PromptKD`` (stage 2): the student = ViT-B/16 image tower with deep visual prompts + projector, scored against
+  the teacher's class vectors W; loss = KD_WEIGHT * T^2 * KL(p_T || p_S) / (B*N); labels are never read.
+
+Data regime (spec §6-7; our design, no dataset patching): ``DATASET.SUBSAMPLE_CLASSES`` chooses the *evaluated*
+classes (base -> rows W[:m], new -> W[m:], all -> W, m = ceil(N/2)), while the distillation set is always the
+unlabeled training split of ALL N classes (rebuilt from the stock dataset), i.e. transductive. So the standard
+invocation works unchanged: train_base (SUBSAMPLE base) distils on everything and tests on base; the eval-only
+test_new run (SUBSAMPLE new) tests on new. W is computed once from the teacher (its text encoder runs once per
+run), kept as a non-persistent fp32 buffer and saved beside the checkpoints as ``class_vectors.pt``, which
+``--eval-only`` reads: the teacher never runs at test time.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import os.path as osp
+import random
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch.nn import functional as F
+
+from dassl.data.data_manager import build_data_loader
+from dassl.data.datasets import build_dataset
+from dassl.data.transforms import build_transform
+from dassl.engine import TRAINER_REGISTRY
+
+from .base import PromptDistillTrainer, load_checkpoint_file, load_student_clip
+from .config import add_keys, cfg_get, config_keys
+from .core.class_dictionary import sha256_of
+from .core.clip_models import load_clip
+from .core.losses import promptkd_loss
+from .core.precision import resolve_precision
+from .core.projector import PromptKDStudent, StudentLearner, known_embed_dim
+from .core.prompt_learners import PromptedCLIP
+from .core.prompted_teacher import (CLASS_VECTORS_FILE, PromptedTeacher, build_prompted_teacher, check_classnames,
+                                    encode_class_set, load_class_vectors, resolve_teacher_checkpoint,
+                                    save_class_vectors)
+from .promptsrc import PromptSRCMixin, add_promptsrc_config
+
+MODALS = ("base2novel", "cross", "dg")
+VAL_MODES = ("none", "kd", "base_fewshot")
+DG_SPLITS = ("transductive", "halves")
+DEFAULT_TEACHER = "ViT-L/14"
+# scripts/promptkd/base2new_train.sh of the reference (comment of 2024-03-21): 200 for these, 1000 for the rest;
+# the cross-dataset script uses 1000 for every target.
+KD_WEIGHTS: Dict[str, float] = {"OxfordFlowers": 200.0, "FGVCAircraft": 200.0, "DescribableTextures": 200.0}
+DEFAULT_KD_WEIGHT = 1000.0
+
+
+@config_keys
+def add_promptkd_config(cfg) -> None:
+    """Reference names (TRAINER.MODAL, TRAINER.PROMPTKD.*) plus ours (teacher checkpoint, class vectors, ...)."""
+    add_keys(cfg, "TRAINER", {"MODAL": "base2novel"})  # base2novel | cross | dg
+    add_keys(cfg, "TRAINER.PROMPTKD", {
+        "N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a", "PREC": "fp16",
+        "PROMPT_DEPTH_VISION": 9,  # student depth
+        "PROMPT_DEPTH_TEXT": 9,  # unused (the student has no text prompts); kept for reference yamls
+        "PROJECT_LAYER": 2, "CE_WEIGHT": 0.0,
+        "KD_WEIGHT": -1.0,  # < 0: the per-dataset table (KD_WEIGHTS)
+        "TEMPERATURE": 1.0,
+        "TEACHER_NAME": DEFAULT_TEACHER,  # reference name of the teacher backbone key
+        "TEACHER_BACKBONE": DEFAULT_TEACHER,
+        "TEACHER_WEIGHTS": "",  # local file of the teacher CLIP weights (else MODEL.CLIP.DOWNLOAD_ROOT / download)
+        "TEACHER_CKPT": "",  # stage-1 output folder or a checkpoint file (ours or a released PromptSRC teacher)
+        "TEACHER_DEPTH_TEXT": 0, "TEACHER_DEPTH_VISION": 0,  # 0: from the checkpoint (metadata, else its tensors)
+        "CLASS_VECTORS": "",  # read W from a class-vector file instead of running the teacher's text encoder
+        "VAL_MODE": "none",  # none | kd | base_fewshot (held-out model selection; never test data)
+        "DG_SPLIT": "transductive",  # dg: transductive (adapt on the test images) | halves (seeded disjoint halves)
+    })
+    add_promptsrc_config(cfg)
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+class RegionTimer:
+    """Total time spent inside ``with timer:`` blocks, without a host sync per block (CUDA events, read once)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.events: List[Tuple[Any, Any]] = []
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> "RegionTimer":
+        if self.cuda:
+            self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self.events[-1][0].record()
+        else:
+            self._start = time.time()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self.events[-1][1].record()
+        else:
+            self.seconds += time.time() - self._start
+
+    def total(self) -> float:
+        if self.events:
+            torch.cuda.synchronize()
+            self.seconds += sum(a.elapsed_time(b) for a, b in self.events) / 1000.0
+            self.events.clear()
+        return self.seconds
+
+
+def teacher_backbone(node) -> str:
+    """TEACHER_BACKBONE, or the reference key TEACHER_NAME when only that one was changed."""
+    name, backbone = node.TEACHER_NAME, node.TEACHER_BACKBONE
+    if name == "ViT/L-14":
+        raise ValueError("TRAINER.PROMPTKD.TEACHER_NAME 'ViT/L-14' is the reference's typo; use 'ViT-L/14'.")
+    if name and name != backbone:
+        if backbone != DEFAULT_TEACHER:
+            if name != DEFAULT_TEACHER:
+                raise ValueError(f"TRAINER.PROMPTKD.TEACHER_NAME={name!r} and TEACHER_BACKBONE={backbone!r} "
+                                 "disagree; set one of them.")
+            return backbone
+        return name
+    return backbone or name
+
+
+def kd_weight_for(dataset_name: str, modal: str, configured: float) -> Tuple[float, str]:
+    """The KD weight and where it comes from: the configured value if >= 0, else the reference's table."""
+    if configured >= 0:
+        return float(configured), "TRAINER.PROMPTKD.KD_WEIGHT"
+    if modal != "base2novel":
+        return DEFAULT_KD_WEIGHT, f"{modal} default"
+    return KD_WEIGHTS.get(dataset_name, DEFAULT_KD_WEIGHT), f"per-dataset table ({dataset_name})"
+
+
+def eval_rows(subsample: str, num_classes: int) -> Tuple[int, int]:
+    """Rows of W scored at test time: base = [0, m), new = [m, N), all = [0, N), m = ceil(N/2) (protocols.md §3)."""
+    m = math.ceil(num_classes / 2)
+    rows = {"all": (0, num_classes), "base": (0, m), "new": (m, num_classes)}
+    if subsample not in rows:
+        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got {subsample!r}.")
+    return rows[subsample]
+
+
+def all_class_dataset(cfg, dataset, keep_shots: bool = True):
+    """The dataset with all N classes: ``dataset`` itself when SUBSAMPLE_CLASSES is all, else rebuilt from the stock
+    class (``keep_shots=False`` skips few-shot sampling when only the class names are needed)."""
+    subsample = cfg_get(cfg.DATASET, "SUBSAMPLE_CLASSES", "all")
+    if subsample == "all" and (keep_shots or int(cfg.DATASET.NUM_SHOTS) < 1):
+        return dataset
+    cfg_all = cfg.clone()
+    cfg_all.defrost()
+    cfg_all.DATASET.SUBSAMPLE_CLASSES = "all"
+    if not keep_shots:
+        cfg_all.DATASET.NUM_SHOTS = 0
+    cfg_all.freeze()
+    print(f"Reading {cfg.DATASET.NAME} with all classes (SUBSAMPLE_CLASSES all"
+          f"{'' if keep_shots else ', NUM_SHOTS 0'}) for PromptKD")
+    return build_dataset(cfg_all)
+
+
+# ------------------------------------------------------------------------------------------------------ stage 1
+@TRAINER_REGISTRY.register()
+class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
+    """PromptSRC with labels on a large CLIP; writes the class vectors of all classes for stage 2."""
+
+    model_name = "VLPromptLearner"
+    precision_node = "PROMPTSRC"
+
+    def build_student(self) -> PromptedCLIP:
+        loaded = load_student_clip(self.cfg)
+        if self.cfg.INPUT.SIZE[0] != loaded.preprocess.size:
+            raise ValueError(f"INPUT.SIZE {self.cfg.INPUT.SIZE[0]} does not match {self.cfg.MODEL.BACKBONE.NAME}'s "
+                             f"input resolution {loaded.preprocess.size}.")
+        model = PromptedCLIP(loaded, self.build_learner(loaded.model, loaded.tokenize))
+        model.register_class_set("eval", self.dm.dataset.classnames)
+        return model
+
+    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """The teacher is trained WITH labels (cross-entropy); they are kept for :meth:`compute_loss`."""
+        self.batch_labels = batch["label"].to(self.device, non_blocking=True)
+        return super().parse_batch_train(batch)
+
+    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        logits, scl, terms = self.self_consistency_loss(images, "eval", list(self.dm.dataset.classnames))
+        ce = F.cross_entropy(logits, self.batch_labels)
+        loss = ce + scl
+        acc = (logits.argmax(-1) == self.batch_labels).float().mean() * 100
+        return loss, {"loss": loss, "loss CE": ce, **terms, "acc": acc}
+
+    def information_regime(self) -> Dict[str, str]:
+        shots = int(self.cfg.DATASET.NUM_SHOTS)
+        sub = cfg_get(self.cfg.DATASET, "SUBSAMPLE_CLASSES", "all")
+        what = f"{shots}-shot" if shots > 0 else "all"
+        return {"labels": f"{what} labels of the {sub} classes", "images": f"{what} training images ({sub} classes)",
+                "class_names": "dataset", "teacher": "none (PromptKD stage 1)",
+                "student": self.cfg.MODEL.BACKBONE.NAME}
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        learner = self.model.prompt_learner
+        meta = super().checkpoint_meta()
+        meta.update({"dataset": self.cfg.DATASET.NAME, "num_classes": len(self.dm.dataset.classnames),
+                     "classnames": list(self.dm.dataset.classnames),
+                     "subsample_classes": cfg_get(self.cfg.DATASET, "SUBSAMPLE_CLASSES", "all"),
+                     "n_ctx_text": int(learner.n_ctx), "n_ctx_vision": int(learner.vision_ctx.shape[0]),
+                     "depth_text": len(learner.text_deep) + 1, "depth_vision": len(learner.vision_deep) + 1,
+                     "ctx_init": self.cfg.TRAINER.PROMPTSRC.CTX_INIT})
+        return meta
+
+    def after_train(self) -> None:
+        super().after_train()
+        self.write_class_vectors()
+
+    def deployed_checkpoint(self) -> str:
+        name = "model-best.pth.tar" if self.cfg.TEST.FINAL_MODEL == "best_val" else f"model.pth.tar-{self.max_epoch}"
+        return osp.join(self.output_dir, self.model_name, name)
+
+    @torch.no_grad()
+    def write_class_vectors(self) -> str:
+        """W for ALL classes of the dataset in label order (stage 2 may read it with TRAINER.PROMPTKD.CLASS_VECTORS)."""
+        names = list(all_class_dataset(self.cfg, self.dm.dataset, keep_shots=False).classnames)
+        self.set_model_mode("eval")
+        self.model.register_class_set("all", names)
+        vectors = encode_class_set(self.model, "all")
+        ckpt = self.deployed_checkpoint()
+        path = save_class_vectors(
+            osp.join(self.output_dir, CLASS_VECTORS_FILE), vectors, names,
+            template=f"{self.model.prompt_learner.prompt_prefix} {{}}.", backbone=self.cfg.MODEL.BACKBONE.NAME,
+            checkpoint=ckpt, checkpoint_sha256=sha256_of(ckpt) if osp.isfile(ckpt) else "",
+            dataset=self.cfg.DATASET.NAME, num_base=math.ceil(len(names) / 2),
+            trained_classes=len(self.dm.dataset.classnames))
+        print(f"Wrote the class vectors of all {len(names)} classes ({tuple(vectors.shape)}) to {path}")
+        return path
+
+
+# ------------------------------------------------------------------------------------------------------ stage 2
+@TRAINER_REGISTRY.register()
+class PromptKD(PromptDistillTrainer):
+    """Student = prompted ViT-B/16 image tower + projector; teacher = frozen prompted ViT-L/14; loss = scaled KL."""
+
+    model_name = "VLPromptLearner"  # the reference's checkpoint sub-folder
+    precision_node = "PROMPTKD"
+
+    @property
+    def kd(self):
+        return self.cfg.TRAINER.PROMPTKD
+
+    # ----------------------------------------------------------------------------------------------------- config
+    def check_cfg(self, cfg) -> None:
+        k = cfg.TRAINER.PROMPTKD
+        modal = cfg.TRAINER.MODAL
+        if modal not in MODALS:
+            raise ValueError(f"TRAINER.MODAL must be one of {MODALS}, got {modal!r}.")
+        if k.VAL_MODE not in VAL_MODES:
+            raise ValueError(f"TRAINER.PROMPTKD.VAL_MODE must be one of {VAL_MODES}, got {k.VAL_MODE!r}.")
+        if k.VAL_MODE == "base_fewshot" and modal != "base2novel":
+            raise ValueError("VAL_MODE base_fewshot needs TRAINER.MODAL base2novel (it validates on base labels).")
+        if cfg.TEST.FINAL_MODEL == "best_val" and k.VAL_MODE == "none":
+            raise ValueError(
+                "TEST.FINAL_MODEL best_val needs a held-out validation: set TRAINER.PROMPTKD.VAL_MODE kd or "
+                "base_fewshot, or use last_step. (The reference selected on the test set; we never do.)")
+        if k.DG_SPLIT not in DG_SPLITS:
+            raise ValueError(f"TRAINER.PROMPTKD.DG_SPLIT must be one of {DG_SPLITS}, got {k.DG_SPLIT!r}.")
+        if k.TEMPERATURE <= 0:
+            raise ValueError(f"TRAINER.PROMPTKD.TEMPERATURE must be > 0, got {k.TEMPERATURE}.")
+        teacher_backbone(k)
+        self.kd_weight, source = kd_weight_for(cfg.DATASET.NAME, modal, float(k.KD_WEIGHT))
+        print(f"PromptKD: KD_WEIGHT {self.kd_weight:g} ({source}), temperature {k.TEMPERATURE:g}, modal {modal}")
+
+    # ------------------------------------------------------------------------------------------------------- data
+    def build_data_loader(self) -> None:
+        """Dassl's loaders for the evaluated classes; the distillation loader over ALL classes, unlabeled."""
+        super().build_data_loader()
+        cfg = self.cfg
+        self.all_dataset = all_class_dataset(cfg, self.dm.dataset)
+        self.all_classnames: List[str] = list(self.all_dataset.classnames)
+        self.eval_range = eval_rows(cfg_get(cfg.DATASET, "SUBSAMPLE_CLASSES", "all"), len(self.all_classnames))
+        check_classnames(self.all_classnames[slice(*self.eval_range)], self.dm.dataset.classnames,
+                         f"Rows {self.eval_range} of the all-class list")
+        train_items, test_items = self.distillation_items()
+        self.train_loader_x = self._loader(train_items, is_train=True)
+        if test_items is not None:
+            self.test_loader = self._loader(test_items, is_train=False)
+        self.val_loader = self.build_val_loader()
+        print(f"PromptKD data: distilling on {len(train_items):,} unlabeled images ({self.regime_images()}); "
+              f"evaluating rows {self.eval_range[0]}..{self.eval_range[1] - 1} of W on "
+              f"{len(self.test_loader.dataset):,} test images")
+
+    def _loader(self, items: Sequence, is_train: bool):
+        cfg = self.cfg
+        node = cfg.DATALOADER.TRAIN_X if is_train else cfg.DATALOADER.TEST
+        extra = {"n_domain": node.N_DOMAIN, "n_ins": node.N_INS} if is_train else {}
+        return build_data_loader(cfg, sampler_type=node.SAMPLER, data_source=list(items), batch_size=node.BATCH_SIZE,
+                                 tfm=build_transform(cfg, is_train=is_train), is_train=is_train, **extra)
+
+    def distillation_items(self) -> Tuple[list, Optional[list]]:
+        """(distillation images, replacement test images or None)."""
+        if self.cfg.TRAINER.MODAL == "dg" and self.kd.DG_SPLIT == "halves":
+            items = list(self.dm.dataset.test)
+            order = random.Random(self.cfg.SEED).sample(range(len(items)), len(items))
+            half = len(items) // 2
+            return [items[i] for i in sorted(order[:half])], [items[i] for i in sorted(order[half:])]
+        return list(self.all_dataset.train_x), None
+
+    def build_val_loader(self):
+        """Held-out images for VAL_MODE (the split file's val split, never the test set); None for ``none``."""
+        mode = self.kd.VAL_MODE
+        if mode == "none":
+            return None
+        val = list(self.all_dataset.val or [])
+        test_paths = {d.impath for d in self.all_dataset.test}
+        if not val or all(d.impath in test_paths for d in val):
+            raise ValueError(f"VAL_MODE {mode} needs a validation split distinct from the test set; "
+                             f"{self.cfg.DATASET.NAME} has none here (e.g. ImageNet's val split is its test set).")
+        if mode == "base_fewshot":
+            m = math.ceil(len(self.all_classnames) / 2)
+            rng = random.Random(self.cfg.SEED)
+            by_label: Dict[int, list] = {}
+            for d in val:
+                if d.label < m:
+                    by_label.setdefault(d.label, []).append(d)
+            val = [d for label in sorted(by_label) for d in rng.sample(by_label[label], min(4, len(by_label[label])))]
+        return self._loader(val, is_train=False)
+
+    # ----------------------------------------------------------------------------------------------------- models
+    def build_student(self) -> PromptKDStudent:
+        cfg, k = self.cfg, self.kd
+        loaded = load_student_clip(cfg)
+        if cfg.INPUT.SIZE[0] != loaded.preprocess.size:
+            raise ValueError(f"INPUT.SIZE {cfg.INPUT.SIZE[0]} does not match {cfg.MODEL.BACKBONE.NAME}'s input "
+                             f"resolution {loaded.preprocess.size}.")
+        teacher_dim = known_embed_dim(teacher_backbone(k), cfg.MODEL.get("CLIP", {}).get("DOWNLOAD_ROOT", ""),
+                                      k.TEACHER_WEIGHTS)
+        learner = StudentLearner(loaded.model, k.N_CTX_VISION, k.PROMPT_DEPTH_VISION, teacher_dim, k.PROJECT_LAYER)
+        student = PromptKDStudent(loaded, learner)
+        student.set_eval_rows(*self.eval_range)
+        return student
+
+    def build_model(self) -> None:
+        super().build_model()
+        names = [n for n, p in self.model.named_parameters() if p.requires_grad]
+        print(f"Trainable tensors ({len(names)}): {', '.join(names)}")
+        self.teacher_info: Dict[str, Any] = {}
+        self._model_dir = ""
+        self.teacher_timer = RegionTimer(self.device)
+        self.text_encoder_calls = 0  # teacher text-encoder passes in this run (W is computed at most once)
+
+    def load_teacher(self) -> PromptedTeacher:
+        """The frozen prompted teacher of TRAINER.PROMPTKD.TEACHER_CKPT, checked against the dataset."""
+        cfg, k = self.cfg, self.kd
+        path = resolve_teacher_checkpoint(k.TEACHER_CKPT)
+        ckpt = load_checkpoint_file(path, torch.device("cpu"))
+        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
+        meta = ckpt.get("meta") or {} if isinstance(ckpt, dict) else {}
+        name = teacher_backbone(k)
+        if meta.get("backbone") and meta["backbone"] != name:
+            raise ValueError(f"Teacher checkpoint {path} was trained on {meta['backbone']!r} but "
+                             f"TRAINER.PROMPTKD.TEACHER_BACKBONE is {name!r}.")
+        loaded = load_clip(name, download_root=cfg.MODEL.get("CLIP", {}).get("DOWNLOAD_ROOT", ""),
+                           weights=k.TEACHER_WEIGHTS)
+        prec = resolve_precision(k.PREC, self.device, "teacher")
+        teacher, parts, design = build_prompted_teacher(
+            loaded, state, meta, k.CTX_INIT, cfg.INPUT.SIZE[0], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, prec,
+            n_ctx_text=int(k.N_CTX_TEXT), depth_text=int(k.TEACHER_DEPTH_TEXT),
+            depth_vision=int(k.TEACHER_DEPTH_VISION), source=path)
+        self.check_teacher_classes(parts.num_classes, meta, path)
+        if parts.unknown:
+            print(f"Warning: ignored {len(parts.unknown)} unknown entries of {path}: {parts.unknown[:8]}")
+        self.teacher_info = {"checkpoint": path, "sha256": sha256_of(path), "backbone": name,
+                             "design": vars(design).copy(), "epoch": ckpt.get("epoch") if isinstance(ckpt, dict)
+                             else None, "encoder_weights_from_checkpoint": bool(parts.encoder)}
+        print(f"Teacher {name} from {path} (epoch {self.teacher_info['epoch']}, text/vision ctx "
+              f"{design.n_ctx_text}/{design.n_ctx_vision}, depth {design.depth_text}/{design.depth_vision}, "
+              f"precision {prec})")
+        return teacher
+
+    def check_teacher_classes(self, trained: Optional[int], meta: Dict[str, Any], path: str) -> None:
+        """A base-to-novel teacher must be this dataset's: trained on its m base (or all N) classes."""
+        if self.cfg.TRAINER.MODAL != "base2novel":
+            return
+        n = len(self.all_classnames)
+        m = math.ceil(n / 2)
+        trained = int(meta.get("num_classes") or 0) or trained
+        if trained is not None and trained not in (m, n):
+            raise ValueError(f"Teacher checkpoint {path} was trained on {trained} classes, but "
+                             f"{self.cfg.DATASET.NAME} has {n} classes ({m} base): it is another dataset's teacher. "
+                             "Point TRAINER.PROMPTKD.TEACHER_CKPT at this dataset's teacher.")
+        if meta.get("dataset") and meta["dataset"] != self.cfg.DATASET.NAME:
+            raise ValueError(f"Teacher checkpoint {path} was trained on {meta['dataset']}, not "
+                             f"{self.cfg.DATASET.NAME}.")
+        if meta.get("classnames"):
+            check_classnames(meta["classnames"], self.all_classnames[:len(meta["classnames"])], path)
+
+    def build_teacher(self) -> PromptedTeacher:
+        """Training only: the teacher, and W computed once from it (or read from CLASS_VECTORS)."""
+        k = self.kd
+        teacher = self.load_teacher().to(self.device)
+        if k.CLASS_VECTORS:
+            record = load_class_vectors(k.CLASS_VECTORS, self.all_classnames, self.teacher_info["sha256"])
+            teacher.class_features = record["class_vectors"].float().to(self.device)
+            print(f"Class vectors W {tuple(teacher.class_features.shape)} read from {k.CLASS_VECTORS}")
+        else:
+            start = time.time()
+            teacher.set_class_names(self.all_classnames)
+            self.text_encoder_calls += 1
+            self.timings["class_vectors_s"] = time.time() - start
+            print(f"Class vectors W {tuple(teacher.class_features.shape)} computed once from the teacher's prompted "
+                  f"text encoder ({self.timings['class_vectors_s']:.1f}s); it never runs again")
+        self.model.set_class_vectors(teacher.class_features)
+        info = self.teacher_info
+        save_class_vectors(osp.join(self.output_dir, CLASS_VECTORS_FILE), teacher.class_features,
+                           self.all_classnames, template=teacher.prompt_template, backbone=info["backbone"],
+                           checkpoint=info["checkpoint"], checkpoint_sha256=info["sha256"],
+                           dataset=self.cfg.DATASET.NAME, num_base=math.ceil(len(self.all_classnames) / 2))
+        return teacher
+
+    def ensure_class_vectors(self) -> None:
+        """W for a run without a teacher (--eval-only): the trained run's class_vectors.pt, else CLASS_VECTORS, else
+        one pass of the teacher's text encoder (its image tower never runs at test time)."""
+        if self.model.has_class_vectors:
+            return
+        candidates = [osp.join(self._model_dir, CLASS_VECTORS_FILE)] if self._model_dir else []
+        candidates += [self.kd.CLASS_VECTORS] if self.kd.CLASS_VECTORS else []
+        for path in candidates:
+            if osp.exists(path):
+                record = load_class_vectors(path, self.all_classnames)
+                self.model.set_class_vectors(record["class_vectors"])
+                print(f"Class vectors W {tuple(record['class_vectors'].shape)} read from {path}")
+                return
+        if not self.kd.TEACHER_CKPT:
+            raise RuntimeError(f"No class vectors: none of {candidates or ['--model-dir/' + CLASS_VECTORS_FILE]} "
+                               "exists and TRAINER.PROMPTKD.TEACHER_CKPT is empty.")
+        teacher = self.load_teacher().to(self.device)
+        self.model.set_class_vectors(teacher.set_class_names(self.all_classnames))
+        self.text_encoder_calls += 1
+        print("Class vectors W computed from the teacher's prompted text encoder (its image tower is not used)")
+        del teacher
+
+    # --------------------------------------------------------------------------------------------------- training
+    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
+        if self.kd.CE_WEIGHT > 0:  # optional, off by default: PromptKD is label-free
+            self.batch_labels = batch["label"].to(self.device, non_blocking=True)
+        return super().parse_batch_train(batch)
+
+    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        with self.teacher_timer:
+            teacher_logits = self.teacher.logits(images, self.teacher.logit_scale)
+        student_logits = self.model(images, key="train")
+        kd = promptkd_loss(teacher_logits, student_logits, float(self.kd.TEMPERATURE), self.kd_weight)
+        terms = {"loss KD": kd}
+        loss = kd
+        if self.kd.CE_WEIGHT > 0:
+            terms["loss CE"] = F.cross_entropy(student_logits, self.batch_labels)
+            loss = loss + self.kd.CE_WEIGHT * terms["loss CE"]
+        return loss, {"loss": loss, **terms}
+
+    def run_epoch(self) -> None:
+        """The base epoch, plus the time split between teacher forward and the rest (student + data)."""
+        self.teacher_timer = RegionTimer(self.device)
+        start = time.time()
+        super().run_epoch()
+        teacher_s = self.teacher_timer.total()
+        total = time.time() - start
+        self.timings["teacher_forward_s"] = self.timings.get("teacher_forward_s", 0.0) + teacher_s
+        print(f"Epoch {self.epoch + 1}/{self.max_epoch} took {total:.1f}s: teacher forward {teacher_s:.1f}s, "
+              f"student + data {total - teacher_s:.1f}s")
+
+    # ---------------------------------------------------------------------------------------------------- testing
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        super().load_model(directory, epoch)
+        self._model_dir = directory or ""
+
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        if split == "val":
+            return self.validate()
+        self.ensure_class_vectors()
+        return super().test(split)
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Held-out selection metric (higher is better): -mean KD loss (kd) or base accuracy (base_fewshot)."""
+        self.set_model_mode("eval")
+        mode = self.kd.VAL_MODE
+        total, score = 0, 0.0
+        for batch in self.val_loader:
+            images = batch["img"].to(self.device)
+            if mode == "kd":
+                teacher_logits = self.teacher.logits(images, self.teacher.logit_scale)
+                loss = promptkd_loss(teacher_logits, self.model(images, key="train"), float(self.kd.TEMPERATURE),
+                                     self.kd_weight)
+                score -= float(loss) * images.shape[0]
+            else:
+                m = math.ceil(len(self.all_classnames) / 2)
+                logits = self.model.logit_scale * self.model.encode_image(images) @ self.model.class_vectors[:m].t()
+                score += float((logits.argmax(-1).cpu() == batch["label"]).sum()) * 100
+            total += images.shape[0]
+        result = score / max(total, 1)
+        print(f"Held-out validation ({mode}) on {total} images: {'-KD loss' if mode == 'kd' else 'accuracy'} "
+              f"{result:.4f}")
+        self.write_scalar(f"val/{mode}", result, self.epoch)
+        return result
+
+    # ---------------------------------------------------------------------------------------------------- records
+    def regime_images(self) -> str:
+        modal, n = self.cfg.TRAINER.MODAL, len(self.all_classnames)
+        if modal == "dg":
+            return ("a seeded half of the test images; evaluated on the other half" if self.kd.DG_SPLIT == "halves"
+                    else "the test images themselves: transductive on test images")
+        shots = int(self.cfg.DATASET.NUM_SHOTS)
+        what = f"{shots}-shot sample" if shots > 0 else "full training split"
+        scope = "base and novel" if modal == "base2novel" else "target dataset"
+        return f"{what} of all {n} classes ({scope}), labels unused: transductive"
+
+    def information_regime(self) -> Dict[str, str]:
+        teacher = self.teacher_info.get("checkpoint") or self.kd.TEACHER_CKPT
+        return {"labels": "none" if self.kd.CE_WEIGHT <= 0 else "all training labels (CE_WEIGHT > 0)",
+                "images": self.regime_images(),
+                "class_names": f"all {len(self.all_classnames)} classes of the dataset",
+                "teacher": f"{teacher_backbone(self.kd)} PromptSRC ({teacher})",
+                "student": self.cfg.MODEL.BACKBONE.NAME}
+
+    def write_results(self, metrics: Dict[str, float]) -> str:
+        """The base record plus what a PromptKD row needs (modal, KD weight, W rows, teacher provenance)."""
+        path = super().write_results(metrics)
+        with open(path) as f:
+            record = json.load(f)
+        record.update({"modal": self.cfg.TRAINER.MODAL, "kd_weight": self.kd_weight,
+                       "temperature": float(self.kd.TEMPERATURE), "num_all_classes": len(self.all_classnames),
+                       "class_vector_rows": list(self.eval_range), "teacher": self.teacher_info or None,
+                       "teacher_text_encoder_calls": self.text_encoder_calls})
+        with open(path + ".tmp", "w") as f:
+            json.dump(record, f, indent=2)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        meta = super().checkpoint_meta()
+        meta.update({"modal": self.cfg.TRAINER.MODAL, "teacher_backbone": teacher_backbone(self.kd),
+                     "teacher_checkpoint": self.teacher_info.get("checkpoint", ""),
+                     "teacher_sha256": self.teacher_info.get("sha256", ""),
+                     "num_all_classes": len(self.all_classnames), "project_layer": int(self.kd.PROJECT_LAYER)})
+        return meta
