@@ -27,6 +27,7 @@ from .config import add_keys, attach_defaults, cfg_get, config_keys
 from .core.clip_models import LoadedClip, load_clip
 from .core.precision import autocast, peak_memory_mb, resolve_precision, weight_dtype
 from .core.prompt_learners import load_learner_state
+from .core.timing import RegionTimer
 from .dassl_compat import apply_dassl_compat
 
 # Importing any trainer module (e.g. ``import trainers.kdpl`` in a CoOp fork) fixes Dassl for current torch and
@@ -120,6 +121,7 @@ class PromptDistillTrainer(TrainerX):
         self.register_model(self.model_name, learnable, self.optim, self.sched)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
         self.teacher = None
+        self.teacher_timer = RegionTimer(self.device)
         self.timings: Dict[str, float] = {}
 
     def before_train(self) -> None:
@@ -174,6 +176,7 @@ class PromptDistillTrainer(TrainerX):
         they are read (one sync) only on the lines Dassl would print, in the same format."""
         self.set_model_mode("train")
         self.num_batches = len(self.train_loader_x)
+        self.teacher_timer = RegionTimer(self.device)  # subclasses wrap their teacher forward in it
         freq = self.cfg.TRAIN.PRINT_FREQ
         sums: Dict[str, torch.Tensor] = {}
         epoch_start = end = time.time()
@@ -203,7 +206,11 @@ class PromptDistillTrainer(TrainerX):
                     self.write_scalar("train/" + k, float(v) / done, step)
                 self.write_scalar("train/lr", self.get_current_lr(), step)
             end = time.time()
-        self.timings[f"epoch{self.epoch + 1}_s"] = time.time() - epoch_start
+        total, teacher = time.time() - epoch_start, self.teacher_timer.total()
+        self.timings[f"epoch{self.epoch + 1}_s"] = total
+        self.timings["teacher_forward_s"] = self.timings.get("teacher_forward_s", 0.0) + teacher
+        print(f"Epoch {self.epoch + 1}/{self.max_epoch} took {total:.1f}s: teacher forward {teacher:.1f}s, "
+              f"student + data {total - teacher:.1f}s")
 
     # --------------------------------------------------------------------------------------------------- testing
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:

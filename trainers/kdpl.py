@@ -164,10 +164,11 @@ class KDPLTrainer(PromptDistillTrainer):
     # -------------------------------------------------------------------------------------------------- loss
     def teacher_targets(self, images: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Teacher logits (scaled by the student's logit scale) and, in CA mode, the selected class indices."""
-        if getattr(self, "teacher_cache", None) is not None:
-            teacher_logits = self.teacher_cache.lookup(self.epoch, self.batch_index)
-        else:
-            teacher_logits = self.teacher.logits(images, self.model.logit_scale)
+        with self.teacher_timer:
+            if getattr(self, "teacher_cache", None) is not None:
+                teacher_logits = self.teacher_cache.lookup(self.epoch, self.batch_index)
+            else:
+                teacher_logits = self.teacher.logits(images, self.model.logit_scale)
         if not self.kdpl.CLASS_AGNOSTIC:
             return teacher_logits, None
         idx = select_top_classes(teacher_logits, self.k_max)

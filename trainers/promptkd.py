@@ -82,37 +82,6 @@ def add_promptkd_config(cfg) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-class RegionTimer:
-    """Total time spent inside ``with timer:`` blocks, without a host sync per block (CUDA events, read once)."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.events: List[Tuple[Any, Any]] = []
-        self.seconds = 0.0
-        self._start = 0.0
-
-    def __enter__(self) -> "RegionTimer":
-        if self.cuda:
-            self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
-            self.events[-1][0].record()
-        else:
-            self._start = time.time()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.cuda:
-            self.events[-1][1].record()
-        else:
-            self.seconds += time.time() - self._start
-
-    def total(self) -> float:
-        if self.events:
-            torch.cuda.synchronize()
-            self.seconds += sum(a.elapsed_time(b) for a, b in self.events) / 1000.0
-            self.events.clear()
-        return self.seconds
-
-
 def teacher_backbone(node) -> str:
     """TEACHER_BACKBONE, or the reference key TEACHER_NAME when only that one was changed."""
     name, backbone = node.TEACHER_NAME, node.TEACHER_BACKBONE
@@ -346,7 +315,6 @@ class PromptKD(PromptDistillTrainer):
         print(f"Trainable tensors ({len(names)}): {', '.join(names)}")
         self.teacher_info: Dict[str, Any] = {}
         self._model_dir = ""
-        self.teacher_timer = RegionTimer(self.device)
         self.text_encoder_calls = 0  # teacher text-encoder passes in this run (W is computed at most once)
 
     def load_teacher(self) -> PromptedTeacher:
@@ -457,17 +425,6 @@ class PromptKD(PromptDistillTrainer):
             terms["loss CE"] = F.cross_entropy(student_logits, self.batch_labels)
             loss = loss + self.kd.CE_WEIGHT * terms["loss CE"]
         return loss, {"loss": loss, **terms}
-
-    def run_epoch(self) -> None:
-        """The base epoch, plus the time split between teacher forward and the rest (student + data)."""
-        self.teacher_timer = RegionTimer(self.device)
-        start = time.time()
-        super().run_epoch()
-        teacher_s = self.teacher_timer.total()
-        total = time.time() - start
-        self.timings["teacher_forward_s"] = self.timings.get("teacher_forward_s", 0.0) + teacher_s
-        print(f"Epoch {self.epoch + 1}/{self.max_epoch} took {total:.1f}s: teacher forward {teacher_s:.1f}s, "
-              f"student + data {total - teacher_s:.1f}s")
 
     # ---------------------------------------------------------------------------------------------------- testing
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
