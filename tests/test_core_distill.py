@@ -1,6 +1,8 @@
 """Teacher wrapper, KD losses and class-agnostic selection (no Dassl)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,57 @@ def test_teacher_requires_class_texts():
         t.logits(torch.randn(1, 3, 32, 32), 100.0)
     with pytest.raises(ValueError, match="at least one"):
         t.set_class_texts([])
+
+
+def test_class_dictionary_reading_and_offline_error(tmp_path, monkeypatch):
+    import urllib.error
+
+    from trainers.core import class_dictionary as cd
+
+    path = tmp_path / "d.csv"
+    path.write_text("ClassName\ngolden retriever\nŠkoda yeti\n\ntench\n", encoding="utf-8")
+    names, where, digest = cd.load_class_dictionary(str(path))
+    assert names == ["golden retriever", "Škoda yeti", "tench"] and where == str(path) and len(digest) == 64
+
+    def offline(url, target):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(cd.urllib.request, "urlretrieve", offline)
+    with pytest.raises(RuntimeError, match="TRAINER.KDPL.CA_DICTIONARY"):
+        cd.download_class_dictionary(str(tmp_path / "cache"))
+    with pytest.raises(FileNotFoundError, match="CA_DICTIONARY"):
+        cd.read_class_dictionary(str(tmp_path / "missing.csv"))
+
+
+AUTHORS_DICTIONARY = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                  "kdpl_classnames_dictionary.csv")
+
+
+@pytest.mark.skipif(not os.path.isfile(AUTHORS_DICTIONARY), reason="the authors' dictionary copy in ../shared/data "
+                                                                    "is not present (it is not part of the project)")
+def test_authors_dictionary_matches_the_pinned_checksum():
+    from trainers.core.class_dictionary import DICTIONARY_SHA256, DICTIONARY_SIZE, load_class_dictionary
+
+    names, _, digest = load_class_dictionary(AUTHORS_DICTIONARY)
+    assert digest == DICTIONARY_SHA256 and len(names) == DICTIONARY_SIZE
+    assert len({n.lower() for n in names}) == DICTIONARY_SIZE
+    assert {"golden retriever", "tench", "accordion", "apple pie", "forest"} <= {n.lower() for n in names}
+
+
+def test_promptsrc_self_consistency_terms_match_hand_computation():
+    from torch.nn import functional as F
+
+    from trainers.promptsrc import gaussian_weights, self_consistency_terms
+
+    torch.manual_seed(6)
+    img, zs_img = F.normalize(torch.randn(3, 8), dim=-1), F.normalize(torch.randn(3, 8), dim=-1)
+    txt, zs_txt = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
+    total, terms = self_consistency_terms(img, txt, zs_img, zs_txt, torch.tensor(100.0), 25, 10)
+    text_l1 = (txt - zs_txt).abs().mean()
+    image_l1 = (img - zs_img).abs().mean()
+    kl = _hand_kl(100 * zs_img @ zs_txt.t(), 100 * img @ txt.t()).sum() / (3 * 5)
+    assert torch.allclose(terms["loss SCL KL"].double(), kl, rtol=1e-5)
+    assert torch.allclose(total.double(), 25 * text_l1.double() + 10 * image_l1.double() + kl, rtol=1e-5)
+    weights = gaussian_weights(20, 15, 1)
+    assert sum(weights) == pytest.approx(1.0) and max(range(20), key=weights.__getitem__) == 14
+    assert sum(weights[12:17]) > 0.95

@@ -46,6 +46,25 @@ TINY_CLIP_CONFIGS: Dict[str, Dict[str, Any]] = {
                     vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=64,
                     transformer_heads=1, transformer_layers=2),
 }
+# The OpenAI architectures (shapes only): ``random:<name>`` builds one with random weights, for benchmarks and shape
+# checks where no weights can be had.
+OPENAI_ARCHS: Dict[str, Dict[str, Any]] = {
+    "RN50": dict(embed_dim=1024, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
+                 vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=512,
+                 transformer_heads=8, transformer_layers=12),
+    "ViT-B/32": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=32,
+                     context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+                     transformer_layers=12),
+    "ViT-B/16": dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
+                     context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
+                     transformer_layers=12),
+    "ViT-L/14": dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
+                     context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12,
+                     transformer_layers=12),
+}
+for _arch, _dims in OPENAI_ARCHS.items():
+    TINY_CLIP_CONFIGS[f"random:{_arch}"] = _dims
+
 # Same idea for open_clip (exercises the open_clip teacher path without weights).
 TINY_OPEN_CLIP_CONFIGS: Dict[str, Dict[str, Any]] = {
     "tiny-open-clip": {
