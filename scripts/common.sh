@@ -160,6 +160,16 @@ xd_test() {
         "$(run_dir xd train "${XD_SOURCE}" "${seed}")" "${epoch}"
 }
 
+# xd_source_then_targets SEED TARGET...: train on XD_SOURCE unless done, then test each target (xd.sh, dg.sh).
+xd_source_then_targets() {
+    local seed=$1 dataset
+    shift
+    xd_train "${XD_SOURCE}" "${seed}"
+    for dataset in "$@"; do
+        xd_test "${dataset}" "${seed}"
+    done
+}
+
 # eval_only PROTOCOL PHASE DATASET SEED SUBSAMPLE: a run with nothing to load (zero-shot baselines).
 eval_only() {
     local protocol=$1 phase=$2 dataset=$3 seed=$4 sub=$5

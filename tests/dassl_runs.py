@@ -23,3 +23,17 @@ def run_train_py(data: str, out: str, trainer: str, dataset: str = "eurosat", co
             argv += ["--load-epoch", str(load_epoch)]
     argv += list(opts or [])
     return train.run(train.build_parser().parse_args(argv), log_to_file=False)
+
+
+def interrupt_at_epoch(monkeypatch, trainer_cls, epoch: int = 1):
+    """Make ``trainer_cls`` raise KeyboardInterrupt when training reaches ``epoch`` (0-based), as a killed job would;
+    returns the original ``forward_backward`` so a test can restore it."""
+    original = trainer_cls.forward_backward
+
+    def interrupted(self, batch):
+        if self.epoch == epoch:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(trainer_cls, "forward_backward", interrupted)
+    return original

@@ -11,7 +11,7 @@ pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (install it 
                                     "Dassl integration tests skipped")
 
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
-from tests.dassl_runs import run_train_py  # noqa: E402
+from tests.dassl_runs import interrupt_at_epoch, run_train_py  # noqa: E402
 
 KDPL_TRAINERS = ["KDPL_CoOp", "KDPL_CoCoOp", "KDPL_VPT", "KDPL_MaPLe", "KDPL_PromptSRC"]
 BASE = ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base"]
@@ -64,14 +64,7 @@ def test_resume_after_interruption(data, tmp_path, monkeypatch):
     from trainers.kdpl import KDPL_CoOp
 
     out = str(tmp_path / "run")
-    original = KDPL_CoOp.forward_backward
-
-    def interrupted(self, batch):
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, batch)
-
-    monkeypatch.setattr(KDPL_CoOp, "forward_backward", interrupted)
+    original = interrupt_at_epoch(monkeypatch, KDPL_CoOp, 1)
     with pytest.raises(KeyboardInterrupt):
         run_train_py(data, out, "KDPL_CoOp", opts=BASE)
     assert os.path.isfile(os.path.join(out, "prompt_learner", "model.pth.tar-1"))

@@ -12,7 +12,7 @@ pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (install it 
                                     "PromptKD Dassl integration tests skipped")
 
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
-from tests.dassl_runs import ROOT, run_train_py  # noqa: E402
+from tests.dassl_runs import ROOT, interrupt_at_epoch, run_train_py  # noqa: E402
 
 TEACHER_CFG = os.path.join(ROOT, "configs", "trainers", "PromptKD_Teacher", "tiny_vit_wide_ep2_cpu.yaml")
 STUDENT_CFG = os.path.join(ROOT, "configs", "trainers", "PromptKD", "tiny_vit_ep2_cpu.yaml")
@@ -67,14 +67,7 @@ def test_distill_then_eval_base_and_new_then_resume(data, teacher_dir, tmp_path,
 
     monkeypatch.setattr(TextEncoder, "forward", counting)
     out = str(tmp_path / "train_base")
-    original_fb = PromptKD.forward_backward
-
-    def interrupted(self, batch):
-        if self.epoch == 1:
-            raise KeyboardInterrupt
-        return original_fb(self, batch)
-
-    monkeypatch.setattr(PromptKD, "forward_backward", interrupted)
+    original_fb = interrupt_at_epoch(monkeypatch, PromptKD, 1)
     with pytest.raises(KeyboardInterrupt):
         student(data, out, teacher_dir)
     assert len(calls) == 1  # W was computed once; the teacher's text encoder never ran again

@@ -6,7 +6,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 [[ $# -eq 1 ]] || die "usage: $0 SEED"
 check_seed "$1"
 use_protocol xd
-xd_train "${XD_SOURCE}" "$1"
-for dataset in "${XD_TARGETS[@]}"; do
-    xd_test "${dataset}" "$1"
-done
+xd_source_then_targets "$1" "${XD_TARGETS[@]}"
