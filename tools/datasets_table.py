@@ -25,7 +25,15 @@ DATASETS: dict[str, str] = {
     "imagenet_r": "ImageNetR",
 }
 
-NAME_TO_KEY: dict[str, str] = {name: key for key, name in DATASETS.items()}
+# Multi-domain benchmarks of the data-free method (configs/datasets/<key>.yaml names the class-named classes).
+DOMAIN_DATASETS: dict[str, str] = {
+    "pacs": "PACSNamed",
+    "vlcs": "VLCSNamed",
+    "visda17": "VisDA17Named",
+    "imageclef_da": "ImageCLEFDA",
+}
+
+NAME_TO_KEY: dict[str, str] = {name: key for key, name in {**DATASETS, **DOMAIN_DATASETS}.items()}
 
 # Column headers for the printed tables (short enough for a wide markdown table).
 SHORT_NAMES: dict[str, str] = {
@@ -51,7 +59,8 @@ XD_SOURCE = "imagenet"
 XD_TARGETS: tuple[str, ...] = BASE2NEW_DATASETS[1:]
 DG_TARGETS: tuple[str, ...] = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
 
-_CASEFOLD: dict[str, str] = {**{k.lower(): k for k in DATASETS}, **{n.lower(): k for n, k in NAME_TO_KEY.items()}}
+_CASEFOLD: dict[str, str] = {**{k.lower(): k for k in {**DATASETS, **DOMAIN_DATASETS}},
+                              **{n.lower(): k for n, k in NAME_TO_KEY.items()}}
 
 
 def to_key(name: str) -> str:
@@ -64,7 +73,8 @@ def to_key(name: str) -> str:
 
 def to_name(key: str) -> str:
     """Return the Dassl ``DATASET.NAME`` for a key (or a name); unknown keys pass through."""
-    return DATASETS.get(to_key(key), key)
+    key = to_key(key)
+    return DATASETS.get(key) or DOMAIN_DATASETS.get(key, key)
 
 
 def order_key(key: str) -> tuple[int, str]:

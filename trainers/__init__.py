@@ -20,4 +20,4 @@ else:
     DASSL_AVAILABLE = True
 
 if DASSL_AVAILABLE:
-    from . import kdpl, promptkd, zeroshot  # noqa: E402,F401  (registration, config keys, Dassl fixes)
+    from . import dfkd, kdpl, promptkd, zeroshot  # noqa: E402,F401  (registration, config keys, Dassl fixes)

@@ -1,0 +1,597 @@
+"""Data-free distillation of CLIP with prompt diversification (Xuan et al., ACM MM 2023) as Dassl trainers.
+
+``DFKD_Contrastive``, ``DFKD_Mix``, ``DFKD_Random`` and the baseline ``DFKD_Handcrafted`` share one pipeline and
+differ only in the prompt mode (``trainers/core/diversify.py``):
+
+1. before training, the synthetic set is read from its cache or synthesised (``trainers/core/synthesis.py``):
+   diversified prompts -> one text target per image -> images optimised against the frozen CLIP teacher;
+2. a torchvision student (ResNet-18 by default) learns from the frozen CLIP's zero-shot logits (100 x cosine over
+   the class names, hand-crafted template) on the same augmented view, loss T^2 KL (T = 4) [+ CE on the prompt
+   label, weight 0 by default];
+3. the test set is the real benchmark (DATASET.NAME, TARGET_DOMAINS); ``results.json`` holds per-domain accuracy
+   in ``domains``. Optional few-shot fine-tuning on k real labelled images per source-domain class.
+
+Only the method's existence, the three prompt-mode names and "Contrastive best" are known from the paper; every
+other choice is our reconstruction, a TRAINER.DFKD.* key below, listed in docs/dfkd.md.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+import warnings
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dassl.data.data_manager import DataManager, build_data_loader
+from dassl.data.datasets import Datum
+from dassl.data.transforms import build_transform
+from dassl.engine import TRAINER_REGISTRY
+
+from .base import PromptDistillTrainer
+from .config import add_keys, config_keys
+from .core.clip_models import LoadedClip, load_clip
+from .core.diversify import STYLE_DICTIONARY, DiversifyConfig, PromptEncoder, build_prompt_targets, filter_styles
+from .core.generators import GENERATORS, describe_decoder, load_vqgan_decoder
+from .core.losses import kd_loss
+from .core.precision import autocast, resolve_precision
+from .core.synthesis import (CutoutConfig, SynthesisConfig, Synthesizer, SyntheticSetError, key_digest,
+                             read_synthetic_set, synthesize_set)
+from .core.teacher import FrozenTeacher
+
+#: TRAINER.DFKD defaults. Every value is a reconstruction (docs/dfkd.md), not a setting read from the paper.
+DFKD_DEFAULTS: Dict[str, Any] = {
+    # prompts (§3)
+    "PROMPT_MODE": "",  # "" = the trainer's own mode; any other value must equal it
+    "TEMPLATE": "a photo of a {}.",
+    "TEMPLATE_ENSEMBLE": [],
+    "STYLE_DICT": [],  # [] = the 20 generic words of trainers/core/diversify.py
+    "STYLE_EXCLUDE": "domains",  # domains | none: drop styles sharing a word with a domain name
+    "MIX_K": 2,
+    "MIX_ALPHA": 1.0,
+    "MIX_SPACE": "feature",  # feature | token
+    "MIX_TEMPLATE": "a {style} of a {}.",
+    "STYLE_TEMPLATE": "a [S*] style of a {}.",
+    "RAND_STATS": "table",  # table | isotropic
+    "RAND_ISO_STD": 0.02,
+    "RAND_N_TOKENS": 1,
+    "RAND_GUARD": True,
+    "RAND_MAX_TRIES": 20,
+    "N_PROMPTS": 16,
+    "N_PSEUDO_TOKENS": 1,
+    "CON_TAU": 0.1,
+    "CON_LAMBDA_CLS": 1.0,
+    "CON_CLS_SCALE": 100.0,
+    "CON_STEPS": 200,
+    "CON_LR": 2e-3,
+    "CON_INIT_STD": 0.02,
+    "CON_POSITIVES": "none",  # none | cross_class
+    "CON_ROUNDS": 1,
+    "CON_JOINT": False,  # not implemented (raises)
+    # synthesis (§2)
+    "SYN_GENERATOR": "",  # "" = vqgan when VQGAN_CKPT is set, else fourier | pixel | fourier | vqgan
+    "SYN_ITERS": 400,
+    "SYN_LR": 0.1,
+    "SYN_CUTOUTS": 8,
+    "SYN_AUGMENT": True,
+    "SYN_AUG_P": 0.7,
+    "SYN_NOISE": 0.1,
+    "SYN_SIZE": 224,
+    "SYN_PER_CLASS": 64,
+    "SYN_BATCH": 16,
+    "SYN_PRECISION": "fp32",  # fp32 | bf16 | fp16 (GPU only; CPU runs fp32)
+    "SYN_KEEP": "final",  # final | best
+    "SYN_INIT_WEIGHT": 0.0,
+    "SYN_FOURIER_DECAY": 1.0,
+    "SYN_VQGAN_INIT": "uniform",  # uniform | codebook
+    "SYN_SEED": 1,  # -1 = SEED
+    "SYN_CACHE_DIR": "",  # "" = $DFKD_SYN_CACHE, else output/dfkd_synthetic
+    "SYN_DIR": "",  # use this existing synthetic folder instead of the cache
+    "SYN_PROGRESS": True,
+    "VQGAN_CKPT": "",
+    "VQGAN_CONFIG": "",  # taming yaml; "" = vqgan_imagenet_f16_16384's decoder settings
+    "VQGAN_TRUSTED": False,  # allow unpickling a Lightning checkpoint (runs code from the file)
+    # teacher and student (§4)
+    "TEACHER": "ViT-B/32",
+    "TEACHER_BACKEND": "auto",
+    "TEACHER_PRETRAINED": "",
+    "TEACHER_PREC": "fp32",
+    "TEACHER_SCALE": 100.0,
+    "TEACHER_CACHE": "online",  # online | cached (one pass over un-augmented images; approximate)
+    "STUDENT": "resnet18",
+    "STUDENT_PRETRAINED": "",  # local ImageNet weights file; "" = random init (never downloaded)
+    "HEAD_LR_MULT": 10.0,  # new head's LR multiplier when STUDENT_PRETRAINED is set
+    "PREC": "fp32",  # student: fp32 | amp
+    "KD_T": 4.0,
+    "KD_CE_WEIGHT": 0.0,
+    # few-shot (§5)
+    "FEWSHOT_K": 0,  # 0 = zero-shot setting
+    "FEWSHOT_MODE": "finetune",  # finetune (real k-shot only, from MODEL.INIT_WEIGHTS) | union (synthetic + real)
+    "FEWSHOT_CE_WEIGHT": 1.0,
+    "FEWSHOT_KD_WEIGHT": 1.0,
+    # evaluation and class names
+    "CLASSNAMES_FILE": "",  # lines "<dataset name> <prompt name>", e.g. "monitor computer monitor"
+    "EVAL_WHO": "student",  # student | teacher (the CLIP reference row)
+}
+DEFAULT_CACHE = osp.join("output", "dfkd_synthetic")
+
+
+@config_keys
+def add_dfkd_config(cfg) -> None:
+    add_keys(cfg, "TRAINER.DFKD", DFKD_DEFAULTS)
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+def diversify_config(node, domain_names: Sequence[str] = ()) -> Tuple[DiversifyConfig, List[str]]:
+    """Prompt settings from TRAINER.DFKD; returns (config, style words dropped for naming a domain)."""
+    styles = list(node.STYLE_DICT) or list(STYLE_DICTIONARY)
+    dropped: List[str] = []
+    if node.STYLE_EXCLUDE == "domains":
+        styles, dropped = filter_styles(styles, domain_names)
+    elif node.STYLE_EXCLUDE != "none":
+        raise ValueError(f"Unknown STYLE_EXCLUDE {node.STYLE_EXCLUDE!r}; use domains or none.")
+    return DiversifyConfig(
+        template=node.TEMPLATE, template_ensemble=tuple(node.TEMPLATE_ENSEMBLE), style_dict=tuple(styles),
+        mix_k=int(node.MIX_K), mix_alpha=float(node.MIX_ALPHA), mix_space=node.MIX_SPACE,
+        mix_template=node.MIX_TEMPLATE, style_template=node.STYLE_TEMPLATE, rand_stats=node.RAND_STATS,
+        rand_iso_std=float(node.RAND_ISO_STD), rand_n_tokens=int(node.RAND_N_TOKENS),
+        rand_guard=bool(node.RAND_GUARD), rand_max_tries=int(node.RAND_MAX_TRIES), n_prompts=int(node.N_PROMPTS),
+        n_pseudo_tokens=int(node.N_PSEUDO_TOKENS), con_tau=float(node.CON_TAU),
+        con_lambda_cls=float(node.CON_LAMBDA_CLS), con_cls_scale=float(node.CON_CLS_SCALE),
+        con_steps=int(node.CON_STEPS), con_lr=float(node.CON_LR), con_init_std=float(node.CON_INIT_STD),
+        con_positives=node.CON_POSITIVES, con_rounds=int(node.CON_ROUNDS)), dropped
+
+
+def resolve_generator(node) -> str:
+    """SYN_GENERATOR, or vqgan when a checkpoint is set, else fourier (with a warning: not VQGAN-comparable)."""
+    kind = node.SYN_GENERATOR or ("vqgan" if node.VQGAN_CKPT else "fourier")
+    if kind not in GENERATORS:
+        raise ValueError(f"Unknown SYN_GENERATOR {kind!r}; use one of {GENERATORS}.")
+    if not node.SYN_GENERATOR and kind == "fourier":
+        warnings.warn("TRAINER.DFKD.VQGAN_CKPT is not set: synthesising with the weight-free 'fourier' "
+                      "parameterisation; results are not comparable to VQGAN-CLIP synthesis.", stacklevel=2)
+    return kind
+
+
+def synthesis_config(node) -> SynthesisConfig:
+    cut = CutoutConfig(n=int(node.SYN_CUTOUTS), augment=bool(node.SYN_AUGMENT), p=float(node.SYN_AUG_P),
+                       noise=float(node.SYN_NOISE))
+    return SynthesisConfig(generator=resolve_generator(node), iters=int(node.SYN_ITERS), lr=float(node.SYN_LR),
+                           size=int(node.SYN_SIZE), batch=int(node.SYN_BATCH), precision=node.SYN_PRECISION,
+                           keep=node.SYN_KEEP, init_weight=float(node.SYN_INIT_WEIGHT),
+                           fourier_decay=float(node.SYN_FOURIER_DECAY), vqgan_init=node.SYN_VQGAN_INIT, cutouts=cut)
+
+
+def prompt_classnames(classnames: Sequence[str], overrides_file: str = "") -> List[str]:
+    """The dataset's class names (label order) with optional prompt overrides ("<name> <prompt name>" lines)."""
+    names = [str(c).replace("_", " ") for c in classnames]
+    if not names or not all(n.strip() for n in names):
+        raise ValueError(f"Data-free distillation needs a non-empty class name for every class, got {names}. "
+                         "Use a dataset class with names (e.g. PACSNamed, VLCSNamed) or DATASET.NAME's *Named twin.")
+    if overrides_file:
+        if not osp.isfile(overrides_file):
+            raise FileNotFoundError(f"TRAINER.DFKD.CLASSNAMES_FILE {overrides_file!r} does not exist.")
+        with open(overrides_file) as f:
+            mapping = dict(line.strip().split(" ", 1) for line in f if line.strip() and " " in line.strip())
+        names = [mapping.get(n.replace(" ", "_"), mapping.get(n, n)) for n in names]
+    return names
+
+
+def benchmark_domains(cfg, dataset: Any = None) -> List[str]:
+    """Every domain name of the benchmark (the style dictionary must not name any): the dataset's list plus the
+    configured source/target domains."""
+    names = list(getattr(dataset, "domains", []) or [])
+    return names + [d for d in list(cfg.DATASET.SOURCE_DOMAINS) + list(cfg.DATASET.TARGET_DOMAINS) if d not in names]
+
+
+def load_teacher_clip(cfg) -> LoadedClip:
+    node = cfg.TRAINER.DFKD
+    clip_cfg = cfg.MODEL.get("CLIP", {})
+    return load_clip(node.TEACHER, backend=node.TEACHER_BACKEND, pretrained=node.TEACHER_PRETRAINED,
+                     download_root=clip_cfg.get("DOWNLOAD_ROOT", ""), weights=clip_cfg.get("WEIGHTS", ""))
+
+
+def cache_root(node) -> str:
+    return node.SYN_CACHE_DIR or os.environ.get("DFKD_SYN_CACHE", "") or DEFAULT_CACHE
+
+
+def synthetic_set_key(cfg, mode: str, classnames: Sequence[str], div: DiversifyConfig, syn: SynthesisConfig
+                      ) -> Dict[str, Any]:
+    """Everything that changes the images (student settings and the distillation seed do not)."""
+    node = cfg.TRAINER.DFKD
+    key: Dict[str, Any] = {
+        "mode": mode, "prompts": div.key(mode), "classnames": list(classnames),
+        "teacher": {"name": node.TEACHER, "backend": node.TEACHER_BACKEND, "pretrained": node.TEACHER_PRETRAINED,
+                    "weights": cfg.MODEL.get("CLIP", {}).get("WEIGHTS", "")},
+        "synthesis": syn.key(), "per_class": int(node.SYN_PER_CLASS), "seed": synthesis_seed(cfg)}
+    if syn.generator == "vqgan":
+        key["vqgan"] = {"ckpt": osp.abspath(node.VQGAN_CKPT) if node.VQGAN_CKPT else "",
+                        "config": node.VQGAN_CONFIG}
+    return key
+
+
+def synthesis_seed(cfg) -> int:
+    seed = int(cfg.TRAINER.DFKD.SYN_SEED)
+    return int(cfg.SEED) if seed < 0 else seed
+
+
+def ensure_synthetic_set(cfg, mode: str, classnames: Sequence[str], domain_names: Sequence[str],
+                         device: torch.device, loaded: Optional[LoadedClip] = None) -> str:
+    """Path of the synthetic set for this config: SYN_DIR, a cached set, or a newly synthesised (resumed) one."""
+    node = cfg.TRAINER.DFKD
+    if node.SYN_DIR:
+        read_synthetic_set(node.SYN_DIR, classnames)  # fail early and clearly
+        return node.SYN_DIR
+    if node.CON_JOINT:
+        raise NotImplementedError("TRAINER.DFKD.CON_JOINT (alternating prompt and latent steps) is not implemented; "
+                                  "set it False (docs/dfkd.md).")
+    div, dropped = diversify_config(node, domain_names)
+    if dropped and mode in ("mix", "contrastive"):
+        print(f"Style dictionary: dropped {dropped} (they name a benchmark domain); kept {list(div.style_dict)}")
+    syn = synthesis_config(node)
+    key = synthetic_set_key(cfg, mode, classnames, div, syn)
+    set_dir = osp.join(cache_root(node), f"{mode}_{key_digest(key)}")
+    state: Dict[str, Any] = {}
+
+    def encoder() -> PromptEncoder:
+        if "encoder" not in state:
+            state["clip"] = loaded or load_teacher_clip(cfg)
+            state["clip"].model.to(device).float()
+            state["encoder"] = PromptEncoder(state["clip"].model, state["clip"].tokenize)
+        return state["encoder"]
+
+    def make_targets():
+        print(f"Building {mode} prompt targets for {len(classnames)} classes x {node.SYN_PER_CLASS} images")
+        targets = build_prompt_targets(mode, encoder(), classnames, int(node.SYN_PER_CLASS), div,
+                                       synthesis_seed(cfg))
+        stats = {k: targets.extra[k] for k in ("mean_pairwise_cos", "min_pairwise_dist", "guard_failed")
+                 if k in targets.extra}
+        if stats:
+            print(f"Prompt targets: {stats}")
+        return targets
+
+    def make_synthesizer() -> Synthesizer:
+        enc = encoder()
+        decoder = None
+        if syn.generator == "vqgan":
+            decoder = load_vqgan_decoder(node.VQGAN_CKPT, node.VQGAN_CONFIG or None, bool(node.VQGAN_TRUSTED))
+            print(f"Loaded {describe_decoder(syn.size, decoder)} from {node.VQGAN_CKPT}")
+        pre = state["clip"].preprocess
+        heads = enc.class_features(classnames, div.template, div.template_ensemble)
+        return Synthesizer(enc.model, pre.size, pre.mean, pre.std, heads, syn, device, decoder,
+                           float(node.TEACHER_SCALE))
+
+    print(f"Synthetic set: {set_dir} ({syn.generator}, {syn.iters} iterations, {syn.cutouts.n} cutouts, "
+          f"{syn.size}px)")
+    return synthesize_set(set_dir, key, list(classnames), int(node.SYN_PER_CLASS), make_targets, make_synthesizer,
+                          int(node.SYN_BATCH), synthesis_seed(cfg), progress=bool(node.SYN_PROGRESS))
+
+
+# ---------------------------------------------------------------------------------------------------- student
+class StudentNet(nn.Module):
+    """A torchvision classifier's body with a new K-way ``head`` (so the head can get its own learning rate)."""
+
+    def __init__(self, body: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.body = body
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def build_student_net(name: str, num_classes: int, weights: str = "") -> StudentNet:
+    """Any torchvision classifier by name; ImageNet weights only from a local file (never downloaded)."""
+    import torchvision
+
+    try:
+        model = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        raise ValueError(f"Unknown torchvision classifier {name!r} (TRAINER.DFKD.STUDENT), e.g. resnet18, "
+                         f"resnet50, mobilenet_v3_small, efficientnet_b0 ({exc}).") from exc
+    if weights:
+        if not osp.isfile(weights):
+            raise FileNotFoundError(f"TRAINER.DFKD.STUDENT_PRETRAINED {weights!r} does not exist (it is never "
+                                    "downloaded; e.g. torchvision's resnet18-f37072fd.pth).")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{weights} does not fit torchvision's {name}: {exc}") from exc
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{name} has no final nn.Linear classifier to replace; pick another student.")
+    path, last = linears[-1]
+    parent = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
+    setattr(parent, path.rsplit(".", 1)[-1], nn.Identity())
+    return StudentNet(model, nn.Linear(last.in_features, num_classes))
+
+
+def distillation_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor,
+                      temperature: float, kd_weight: float, ce_weights: Optional[torch.Tensor | float] = None
+                      ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """kd_weight * T^2 KL(p_T || p_S) + mean(ce_weights * CE(z_S, label)); terms for logging.
+
+    ``ce_weights`` None (or 0.0) skips the CE term; decided on the host, so a step never waits for the device.
+    """
+    kd = kd_loss(teacher_logits, student_logits.float(), temperature)
+    total = kd_weight * kd
+    terms = {"loss_kd": kd.detach()}
+    if ce_weights is not None and not (isinstance(ce_weights, float) and ce_weights == 0.0):
+        ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
+        total = total + (ce_weights * ce).mean()
+        terms["loss_ce"] = ce.mean().detach()
+    terms["loss"] = total.detach()
+    return total, terms
+
+
+class DomainAccuracy:
+    """Top-1 and mean per-class accuracy per test domain (Dassl's evaluator gives only the pooled value)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts: Dict[int, Dict[int, List[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor) -> None:
+        pred = logits.argmax(-1).cpu()
+        for p, y, d in zip(pred.tolist(), labels.cpu().tolist(), domains.cpu().tolist()):
+            cell = self.counts[d][y]
+            cell[0] += int(p == y)
+            cell[1] += 1
+
+    def name(self, d: int) -> str:
+        return self.names[d] if 0 <= d < len(self.names) else str(d)
+
+    def top1(self) -> Dict[str, float]:
+        return {self.name(d): 100.0 * sum(c[0] for c in per.values()) / sum(c[1] for c in per.values())
+                for d, per in sorted(self.counts.items())}
+
+    def mean_per_class(self) -> Dict[str, float]:
+        return {self.name(d): 100.0 * sum(c[0] / c[1] for c in per.values()) / len(per)
+                for d, per in sorted(self.counts.items())}
+
+
+# ---------------------------------------------------------------------------------------------------- trainer
+class DFKDTrainer(PromptDistillTrainer):
+    """Synthetic images -> torchvision student distilled from frozen CLIP zero-shot logits -> real-domain test."""
+
+    prompt_mode = ""
+    model_name = "student"
+    precision_node = "DFKD"
+
+    @property
+    def dfkd(self):
+        return self.cfg.TRAINER.DFKD
+
+    def check_cfg(self, cfg) -> None:
+        node = cfg.TRAINER.DFKD
+        if node.PROMPT_MODE and node.PROMPT_MODE != self.prompt_mode:
+            raise ValueError(f"{type(self).__name__} uses prompt mode {self.prompt_mode!r}; TRAINER.DFKD.PROMPT_MODE "
+                             f"is {node.PROMPT_MODE!r}. Pick the trainer of that mode instead.")
+        if cfg.TEST.FINAL_MODEL == "best_val":
+            raise ValueError("DFKD has no real validation data: TEST.FINAL_MODEL best_val would select on the test "
+                             "domains. Use last_step.")
+        for key, allowed in (("FEWSHOT_MODE", ("finetune", "union")), ("TEACHER_CACHE", ("online", "cached")),
+                             ("EVAL_WHO", ("student", "teacher"))):
+            if node[key] not in allowed:
+                raise ValueError(f"TRAINER.DFKD.{key} must be one of {allowed}, got {node[key]!r}.")
+
+    # ---------------------------------------------------------------------------------------------- data
+    def build_data_loader(self) -> None:
+        """The real benchmark gives the test set (and few-shot images); the training loader is built in
+        :meth:`before_train`, so ``--eval-only`` never synthesises."""
+        dm = DataManager(self.cfg)
+        self.dm = dm
+        self.test_loader = dm.test_loader
+        self.val_loader = None  # data-free: no real validation data, never select on the target domains
+        self.train_loader_u = None
+        self.train_loader_x = None
+        self.num_classes = dm.num_classes
+        self.num_source_domains = dm.num_source_domains
+        self.lab2cname = dm.lab2cname
+        self.classnames = prompt_classnames([dm.lab2cname[i] for i in range(dm.num_classes)],
+                                            self.dfkd.CLASSNAMES_FILE)
+        self.synthetic_dir = ""
+        self.n_synthetic = 0
+
+    def domain_names(self) -> List[str]:
+        return benchmark_domains(self.cfg, self.dm.dataset)
+
+    def teacher_clip(self) -> LoadedClip:
+        if getattr(self, "_teacher_clip", None) is None:
+            self._teacher_clip = load_teacher_clip(self.cfg)
+        return self._teacher_clip
+
+    def training_items(self) -> List[Datum]:
+        """Synthetic images (labelled by the class whose prompt drove them) and/or k real images per class."""
+        node = self.dfkd
+        k = int(node.FEWSHOT_K)
+        items: List[Datum] = []
+        if not (k > 0 and node.FEWSHOT_MODE == "finetune"):
+            self.synthetic_dir = ensure_synthetic_set(self.cfg, self.prompt_mode, self.classnames,
+                                                      self.domain_names(), self.device, self.teacher_clip())
+            items = [Datum(impath=p, label=y, domain=0, classname=c)
+                     for p, y, c in read_synthetic_set(self.synthetic_dir, self.classnames)]
+            print(f"Training on {len(items)} synthetic images from {self.synthetic_dir}")
+        self.n_synthetic = len(items)
+        if k > 0:
+            if node.FEWSHOT_MODE == "finetune" and not self.cfg.MODEL.INIT_WEIGHTS:
+                print("Warning: few-shot fine-tuning without MODEL.INIT_WEIGHTS starts from an undistilled student")
+            real = self.dm.dataset.generate_fewshot_dataset(self.dm.dataset.train_x, num_shots=k)
+            print(f"Adding {len(real)} real images ({k} per class, source domains "
+                  f"{list(self.cfg.DATASET.SOURCE_DOMAINS)})")
+            items += real
+        return items
+
+    def before_train(self) -> None:
+        cfg = self.cfg
+        if self.dfkd.EVAL_WHO == "teacher":
+            raise RuntimeError("TRAINER.DFKD.EVAL_WHO teacher evaluates the CLIP teacher: run it with --eval-only.")
+        self._train_items = self.training_items()
+        self.train_loader_x = build_data_loader(
+            cfg, sampler_type=cfg.DATALOADER.TRAIN_X.SAMPLER, data_source=self._train_items,
+            batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, tfm=build_transform(cfg, is_train=True), is_train=True)
+        super().before_train()
+        self._cached_logits = self.cache_teacher_logits() if self.dfkd.TEACHER_CACHE == "cached" else None
+
+    @torch.no_grad()
+    def cache_teacher_logits(self) -> torch.Tensor:
+        """Teacher logits of every training image once, on its un-augmented (test-transform) view."""
+        cfg = self.cfg
+        loader = build_data_loader(cfg, data_source=self._train_items, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
+                                   tfm=build_transform(cfg, is_train=False), is_train=False)
+        out = torch.empty(len(self._train_items), self.num_classes)
+        for batch in loader:
+            out[batch["index"]] = self.teacher.logits(batch["img"].to(self.device), self.dfkd.TEACHER_SCALE).cpu()
+        print(f"Cached teacher logits of {len(out)} images (approximate: un-augmented views)")
+        return out
+
+    # -------------------------------------------------------------------------------------------- models
+    def build_student(self) -> StudentNet:
+        node = self.dfkd
+        init = f"weights {node.STUDENT_PRETRAINED}" if node.STUDENT_PRETRAINED else "random init"
+        print(f"Student {node.STUDENT} ({init}), {self.num_classes} classes")
+        return build_student_net(node.STUDENT, self.num_classes, node.STUDENT_PRETRAINED)
+
+    def learnable(self) -> nn.Module:
+        return self.model
+
+    def param_groups(self) -> Optional[list]:
+        """A pretrained body keeps OPTIM.LR; the new head learns HEAD_LR_MULT times faster."""
+        node = self.dfkd
+        if not node.STUDENT_PRETRAINED or float(node.HEAD_LR_MULT) == 1.0:
+            return None
+        return [{"params": list(self.model.body.parameters())},
+                {"params": list(self.model.head.parameters()), "lr": self.cfg.OPTIM.LR * float(node.HEAD_LR_MULT)}]
+
+    def build_teacher(self) -> FrozenTeacher:
+        node = self.dfkd
+        loaded = self.teacher_clip()
+        prec = resolve_precision(node.TEACHER_PREC, self.device, "teacher")
+        normalised = "normalize" in self.cfg.INPUT.TRANSFORMS
+        mean = self.cfg.INPUT.PIXEL_MEAN if normalised else (0.0, 0.0, 0.0)
+        std = self.cfg.INPUT.PIXEL_STD if normalised else (1.0, 1.0, 1.0)
+        loaded.model.to(self.device).float()
+        heads = PromptEncoder(loaded.model, loaded.tokenize).class_features(
+            self.classnames, node.TEMPLATE, list(node.TEMPLATE_ENSEMBLE))
+        teacher = FrozenTeacher(loaded, self.cfg.INPUT.SIZE[0], mean, std, precision=prec).to(self.device)
+        teacher.class_features = heads.to(self.device)
+        print(f"Teacher {node.TEACHER} ({loaded.backend}, {loaded.source}), precision {prec}, zero-shot head "
+              f"{node.TEMPLATE!r}{' + ensemble' if node.TEMPLATE_ENSEMBLE else ''} x {len(self.classnames)} classes")
+        return teacher
+
+    # ---------------------------------------------------------------------------------------------- loss
+    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
+        self._batch_labels = batch["label"].to(self.device)
+        self._batch_index = batch["index"]
+        return batch["img"].to(self.device, non_blocking=True)
+
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        with self.teacher_timer:
+            if self._cached_logits is not None:
+                return self._cached_logits[self._batch_index].to(self.device, non_blocking=True)
+            return self.teacher.logits(images, self.dfkd.TEACHER_SCALE)
+
+    def loss_weights(self) -> Tuple[float, Optional[torch.Tensor]]:
+        """(KD weight, per-sample CE weights or None): synthetic images use KD_CE_WEIGHT, real few-shot ones
+        FEWSHOT_CE_WEIGHT; a fine-tuning run (no synthetic images) weights KD by FEWSHOT_KD_WEIGHT."""
+        node = self.dfkd
+        k = int(node.FEWSHOT_K)
+        syn_ce, real_ce = float(node.KD_CE_WEIGHT), float(node.FEWSHOT_CE_WEIGHT) if k > 0 else 0.0
+        kd = float(node.FEWSHOT_KD_WEIGHT) if self.n_synthetic == 0 else 1.0
+        if syn_ce == 0.0 and real_ce == 0.0:
+            return kd, None
+        real = (self._batch_index >= self.n_synthetic).to(self.device, non_blocking=True)
+        return kd, torch.where(real, real_ce, syn_ce)
+
+    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        teacher = self.teacher_logits(images)
+        student = self.model(images)
+        kd_weight, ce_weights = self.loss_weights()
+        return distillation_loss(teacher, student, self._batch_labels, float(self.dfkd.KD_T), kd_weight, ce_weights)
+
+    # ------------------------------------------------------------------------------------------- testing
+    @torch.no_grad()
+    def test(self, split: Optional[str] = None) -> float:
+        if self.dfkd.EVAL_WHO == "teacher" and self.teacher is None:
+            self.teacher = self.build_teacher()
+        self.domain_meter = DomainAccuracy(list(self.cfg.DATASET.TARGET_DOMAINS))
+        return super().test(split)
+
+    def parse_batch_test(self, batch: Dict[str, Any]):
+        images, labels = super().parse_batch_test(batch)
+        self._test_batch = (labels, batch["domain"])
+        return images, labels
+
+    def model_inference(self, images: torch.Tensor) -> torch.Tensor:
+        if self.dfkd.EVAL_WHO == "teacher":
+            logits = self.teacher.logits(images, self.dfkd.TEACHER_SCALE)
+        else:
+            with autocast(self.device, self.precision):
+                logits = self.model(images).float()
+        self.domain_meter.update(logits, *self._test_batch)
+        return logits
+
+    def extra_results(self) -> Dict[str, Any]:
+        meter = getattr(self, "domain_meter", None)
+        node = self.dfkd
+        return {"domains": meter.top1() if meter else {},
+                "domains_mean_per_class": meter.mean_per_class() if meter else {},
+                "prompt_mode": self.prompt_mode, "evaluated": node.EVAL_WHO,
+                "synthetic_set": self.synthetic_dir, "n_synthetic": self.n_synthetic,
+                "fewshot_k": int(node.FEWSHOT_K), "classnames": self.classnames}
+
+    def information_regime(self) -> Dict[str, str]:
+        node = self.dfkd
+        k = int(node.FEWSHOT_K)
+        if node.EVAL_WHO == "teacher":
+            images = "none (zero-shot CLIP teacher)"
+        elif k > 0:
+            images = (f"{k}-shot real ({'+'.join(self.cfg.DATASET.SOURCE_DOMAINS)})"
+                      + (" + synthetic" if node.FEWSHOT_MODE == "union" else " after data-free distillation"))
+        else:
+            images = f"synthetic only ({self.prompt_mode} prompts)"
+        labels = "none" if node.EVAL_WHO == "teacher" else \
+            "prompt classes" + (f" + {k}-shot real labels" if k > 0 else "")
+        return {"labels": labels, "images": images,
+                "class_names": "dataset", "teacher": f"{node.TEACHER}",
+                "student": node.STUDENT if node.EVAL_WHO == "student" else "none"}
+
+    def checkpoint_meta(self) -> Dict[str, Any]:
+        node = self.dfkd
+        return {"trainer": self.cfg.TRAINER.NAME, "student": node.STUDENT, "teacher": node.TEACHER,
+                "prompt_mode": self.prompt_mode, "synthetic_set": self.synthetic_dir,
+                "fewshot_k": int(node.FEWSHOT_K)}
+
+    def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
+        if self.dfkd.EVAL_WHO == "teacher":
+            if directory:
+                print(f"EVAL_WHO teacher: ignoring --model-dir {directory}")
+            return
+        super().load_model(directory, epoch)
+
+
+def _register(name: str, mode: str, doc: str) -> type:
+    cls = type(name, (DFKDTrainer,), {"prompt_mode": mode, "__doc__": doc, "__module__": __name__})
+    return TRAINER_REGISTRY.register(cls) or cls
+
+
+DFKD_Contrastive = _register("DFKD_Contrastive", "contrastive", "DFKD with learned, contrastively diversified style "
+                                                                "pseudo-words (the paper's best mode).")
+DFKD_Mix = _register("DFKD_Mix", "mix", "DFKD with convex mixtures of dictionary styles.")
+DFKD_Random = _register("DFKD_Random", "random", "DFKD with random pseudo-words from the token-embedding statistics.")
+DFKD_Handcrafted = _register("DFKD_Handcrafted", "handcrafted", "DFKD baseline: one hand-crafted prompt per class.")
+#: trainer name -> prompt mode (tools/synthesize.py reads it)
+MODES_BY_TRAINER = {c.__name__: c.prompt_mode for c in (DFKD_Contrastive, DFKD_Mix, DFKD_Random, DFKD_Handcrafted)}
+
+__all__ = ["DFKD_DEFAULTS", "MODES_BY_TRAINER", "DFKDTrainer", "DFKD_Contrastive", "DFKD_Mix", "DFKD_Random",
+           "DFKD_Handcrafted", "StudentNet", "build_student_net", "distillation_loss", "ensure_synthetic_set",
+           "diversify_config", "synthesis_config", "prompt_classnames", "benchmark_domains", "DomainAccuracy",
+           "SyntheticSetError"]
