@@ -405,5 +405,6 @@ def test_dataset_name_mapping_round_trips() -> None:
     for key, name in DATASETS.items():
         assert to_key(name) == key and to_key(key) == key and to_name(key) == name
     assert to_key("describabletextures") == "dtd"
-    assert to_key("PACS") == "PACS"  # unknown datasets pass through
+    assert to_key("PACSNamed") == "pacs" and to_name("imageclef_da") == "ImageCLEFDA"  # the DFKD benchmarks
+    assert to_key("MyOwnSet") == "MyOwnSet"  # unknown datasets pass through
     assert len(XD_TARGETS) == 10 and "imagenet" not in XD_TARGETS
