@@ -104,3 +104,16 @@ def test_promptkd_teacher_then_student_through_scripts(data, tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert table.returncode == 0, table.stderr
     assert "PromptKD / tiny_vit_ep2_cpu" in table.stdout and "| EuroSAT |" in table.stdout
+
+
+def test_dfkd_four_modes_through_scripts_print_the_comparison(tmp_path):
+    data = str(tmp_path / "data")
+    make_synthetic_dataset(data, "pacs", num_classes=3, per_class=2, size=32, seed=4)
+    out = str(tmp_path / "output")
+    done = bash("scripts/dfkd/compare_modes.sh", "pacs", "1", DATA=data, OUTPUT=out, CFG="tiny_cpu")
+    for trainer in ("DFKD_Handcrafted", "DFKD_Mix", "DFKD_Random", "DFKD_Contrastive"):
+        res = read(os.path.join(out, "dfkd", "pacs", trainer, "tiny_cpu", "seed1", "results.json"))
+        assert set(res["domains"]) == {"art_painting", "cartoon", "photo", "sketch"}
+        assert trainer in done.stdout.split("### dfkd")[-1]
+    synthetic = os.listdir(os.path.join(out, "dfkd_synthetic"))
+    assert len(synthetic) == 4  # one cached synthetic set per prompt mode
