@@ -110,10 +110,7 @@ class KDPLTrainer(PromptDistillTrainer):
 
     def before_train(self) -> None:
         names = self.training_classnames()
-        if self.kdpl.CLASS_AGNOSTIC:
-            self.model.register_class_set("train", names)
-        else:
-            self.model.register_class_set("train", self.dm.dataset.classnames)
+        self.model.register_class_set("train", names)
         self.k_max = min(int(self.kdpl.K_MAX), len(names)) if self.kdpl.CLASS_AGNOSTIC else len(names)
         super().before_train()
 
