@@ -98,7 +98,12 @@ class PromptDistillTrainer(TrainerX):
     # -------------------------------------------------------------------------------------------------- building
     def student_precision(self) -> str:
         node = self.cfg.TRAINER.get(self.precision_node, {}) if self.precision_node else {}
-        return resolve_precision(node.get("PREC", "fp32"), self.device, "student")
+        requested = node.get("PREC", "fp32")
+        prec = resolve_precision(requested, self.device, "student")
+        if prec != requested:  # the warning goes to stderr; say it where log.txt records it too
+            print(f"TRAINER.{self.precision_node}.PREC {requested} is not supported on {self.device.type}; "
+                  f"the student runs in {prec}")
+        return prec
 
     def build_model(self) -> None:
         cfg = self.cfg
