@@ -41,8 +41,11 @@ def main(argv: Optional[List[str]] = None) -> str:
     meta = trainer.cache_meta()
     epochs = args.epochs or trainer.max_epoch
     topk = int(trainer.kdpl.CACHE_TOPK) or meta["num_classes"]
+    # a frozen student image tower (CoOp, CoCoOp) is cached too: a cached step then runs no image tower at all
+    student_features = not trainer.model.prompt_learner.has_vision_prompts
     if rank == 0:
-        write_meta(cache_dir, {**meta, "epochs": epochs, "topk": topk, "world_size": world})
+        write_meta(cache_dir, {**meta, "epochs": epochs, "topk": topk, "world_size": world,
+                               "student_features": student_features})
     trainer.model.register_class_set("train", trainer.training_classnames())
     teacher = trainer.build_online_teacher().to(trainer.device)
     dataset = trainer.train_loader_x.dataset
@@ -56,11 +59,16 @@ def main(argv: Optional[List[str]] = None) -> str:
         dataset.epoch = epoch
         loader = DataLoader(Subset(dataset, indices), batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
                             num_workers=cfg.DATALOADER.NUM_WORKERS, shuffle=False)
-        index, logits = [], []
+        index, logits, student = [], [], []
         for batch in tqdm(loader, desc=f"teacher cache epoch {epoch + 1}/{epochs} rank {rank}", disable=rank > 0):
+            images = batch["img"].to(trainer.device)
             index.append(batch["index"])
-            logits.append(teacher.logits(batch["img"].to(trainer.device), trainer.model.logit_scale).cpu())
-        save_shard(cache_dir, epoch, rank, torch.cat(index), torch.cat(logits), topk)
+            logits.append(teacher.logits(images, trainer.model.logit_scale).cpu())
+            if student_features:
+                with torch.no_grad():
+                    student.append(trainer.model.encode_image(images).cpu())
+        save_shard(cache_dir, epoch, rank, torch.cat(index), torch.cat(logits), topk,
+                   torch.cat(student) if student_features else None)
         print(f"epoch {epoch + 1}: {len(indices)} views cached in {shard}")
     return cache_dir
 

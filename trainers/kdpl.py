@@ -129,6 +129,7 @@ class KDPLTrainer(PromptDistillTrainer):
         k, cfg = self.kdpl, self.cfg
         names = "\n".join(self.training_classnames())
         return {"teacher": k.TEACHER, "teacher_pretrained": k.TEACHER_PRETRAINED, "teacher_prec": k.TEACHER_PREC,
+                "student": cfg.MODEL.BACKBONE.NAME,
                 "template": self.teacher_template, "classes_sha256": hashlib.sha256(names.encode()).hexdigest(),
                 "num_classes": len(self.training_classnames()), "num_images": len(self.dm.dataset.train_x),
                 "seed": int(cfg.SEED), "input_size": int(cfg.INPUT.SIZE[0]),
@@ -173,8 +174,15 @@ class KDPLTrainer(PromptDistillTrainer):
 
     def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         teacher_logits, idx = self.teacher_targets(images)
-        student_logits = self.model(images, key="train", idx=idx)
+        student_logits = self.model(images, key="train", idx=idx, image_features=self.cached_student_features())
         return self.kdpl_loss(teacher_logits, student_logits)
+
+    def cached_student_features(self) -> Optional[torch.Tensor]:
+        """The student's frozen image features of this batch's views, when the teacher cache holds them."""
+        cache = getattr(self, "teacher_cache", None)
+        if cache is None or not cache.has_student_features:
+            return None
+        return cache.lookup_student(self.epoch, self.batch_index)
 
     def kdpl_loss(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor
                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:

@@ -307,10 +307,19 @@ class PromptedCLIP(nn.Module):
         feats = self.text_encoder(prompts, eot.repeat(b), deep).float()
         return F.normalize(feats, dim=-1).reshape(b, k, -1)
 
-    def forward(self, images: torch.Tensor, key: str = "eval", idx: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
-        """Logits (B, K) = exp(logit_scale) * cos(image, class text) over the selected classes."""
-        img = self.encode_image(images)
+    def forward(self, images: torch.Tensor, key: str = "eval", idx: Optional[torch.Tensor] = None,
+                image_features: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits (B, K) = exp(logit_scale) * cos(image, class text) over the selected classes.
+
+        ``image_features`` (normalised, e.g. from a cache) replace the frozen image tower of learners without
+        visual prompts (CoOp, CoCoOp).
+        """
+        if image_features is not None:
+            if self.prompt_learner.has_vision_prompts:
+                raise ValueError("Cached image features cannot stand in for a prompted image tower.")
+            img = image_features.float()
+        else:
+            img = self.encode_image(images)
         txt = self.encode_text(key, idx, img if self.prompt_learner.conditional else None).float()
         if txt.dim() == 3:
             return self.logit_scale * torch.einsum("be,bke->bk", img, txt)

@@ -3,7 +3,11 @@
 Layout of a cache folder::
 
     meta.json                      what the logits depend on (teacher, classes, views, scale); checked on use
-    epoch_{E:03d}.rank{R:03d}.pt   {"index": int64 [M], "values": fp16 [M, k], "classes": int32 [M, k] or absent}
+    epoch_{E:03d}.rank{R:03d}.pt   {"index": int64 [M], "values": fp16 [M, k], "classes": int32 [M, k] or absent,
+                                    "student": fp16 [M, E] or absent}
+
+``student`` holds the student's own image features of the same views when its image tower is frozen (CoOp, CoCoOp),
+so a cached step runs neither image tower.
 
 With ``k`` equal to the number of classes the full logit rows are stored (exact up to fp16); with a smaller ``k``
 only each view's top-k logits are kept (FKD's soft labels) and the rest read back as ``-inf`` (probability 0).
@@ -18,6 +22,7 @@ import re
 from typing import Any, Dict, Optional
 
 import torch
+from torch.nn import functional as F
 
 META = "meta.json"
 _SHARD = re.compile(r"epoch_(\d+)\.rank(\d+)\.pt$")
@@ -53,13 +58,17 @@ def check_meta(meta: Dict[str, Any], expected: Dict[str, Any], cache_dir: str) -
                                 "rebuild it or point the run at the matching cache.")
 
 
-def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, logits: torch.Tensor, k: int) -> str:
-    """Store the top-``k`` teacher logits (fp16) of views ``index`` of ``epoch``; atomic."""
+def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, logits: torch.Tensor, k: int,
+               student_features: Optional[torch.Tensor] = None) -> str:
+    """Store the top-``k`` teacher logits (fp16) of views ``index`` of ``epoch`` (and the student's frozen image
+    features of the same views, if given); atomic."""
     if k >= logits.shape[1]:
         payload = {"index": index.long().cpu(), "values": logits.half().cpu()}
     else:
         values, classes = logits.float().topk(k, dim=1)
         payload = {"index": index.long().cpu(), "values": values.half().cpu(), "classes": classes.int().cpu()}
+    if student_features is not None:
+        payload["student"] = student_features.half().cpu()
     path = os.path.join(cache_dir, f"epoch_{epoch:03d}.rank{rank:03d}.pt")
     torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -79,6 +88,7 @@ class TeacherCache:
         self.num_classes = int(self.meta["num_classes"])
         self._epoch: Optional[int] = None
         self._rows: Optional[torch.Tensor] = None
+        self._student: Optional[torch.Tensor] = None
 
     def _load_epoch(self, epoch: int) -> None:
         shards = sorted(glob.glob(os.path.join(self.cache_dir, f"epoch_{epoch:03d}.rank*.pt")))
@@ -87,6 +97,7 @@ class TeacherCache:
                                     f"it was built for {self.meta.get('epochs')} epochs.")
         rows = torch.full((self.num_images, self.num_classes), float("-inf"), dtype=torch.float16)
         seen = torch.zeros(self.num_images, dtype=torch.bool)
+        student = None
         for path in shards:
             shard = torch.load(path, map_location="cpu", weights_only=True)
             index = shard["index"]
@@ -94,15 +105,32 @@ class TeacherCache:
                 rows[index.unsqueeze(1), shard["classes"].long()] = shard["values"]
             else:
                 rows[index] = shard["values"]
+            if "student" in shard:
+                if student is None:
+                    student = torch.zeros(self.num_images, shard["student"].shape[1], dtype=torch.float16)
+                student[index] = shard["student"]
             seen[index] = True
         if not bool(seen.all()):
             missing = int((~seen).sum())
             raise TeacherCacheError(f"Epoch {epoch + 1} of the teacher cache at {self.cache_dir} lacks {missing} "
                                     "images (an interrupted or partial build): rebuild that epoch.")
         self._rows, self._epoch = rows.to(self.device), epoch
+        self._student = None if student is None else student.to(self.device)
 
     def lookup(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
         """Teacher logits (B, N) in fp32 for the views ``index`` of ``epoch``."""
         if self._epoch != epoch:
             self._load_epoch(epoch)
         return self._rows[index.to(self.device)].float()
+
+    @property
+    def has_student_features(self) -> bool:
+        return bool(self.meta.get("student_features", False))
+
+    def lookup_student(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
+        """The student's L2-normalised frozen image features (B, E) in fp32 for the same views."""
+        if self._epoch != epoch:
+            self._load_epoch(epoch)
+        if self._student is None:
+            raise TeacherCacheError(f"The cache at {self.cache_dir} holds no student image features.")
+        return F.normalize(self._student[index.to(self.device)].float(), dim=-1)
