@@ -193,3 +193,22 @@ def test_reference_keys_map_and_missing_key_raises(tiny):
     bad["ctx"] = torch.zeros(2, 64)
     with pytest.raises(ValueError, match="wrong shape"):
         load_learner_state(learner, bad)
+
+
+def test_registered_backend_builds_teachers(tiny):
+    from trainers.core.clip_models import CLIP_BACKENDS, register_clip_backend
+
+    calls = []
+
+    def builder(name, pretrained, download_root, weights):
+        calls.append((name, pretrained))
+        return tiny
+
+    register_clip_backend("my-lab", builder)
+    try:
+        assert load_clip("lab-model", backend="my-lab", pretrained="v2") is tiny
+        assert calls == [("lab-model", "v2")]
+    finally:
+        CLIP_BACKENDS.pop("my-lab")
+    with pytest.raises(ClipLoadError, match="register_clip_backend"):
+        load_clip("lab-model", backend="my-lab")

@@ -187,3 +187,32 @@ def test_non_finite_loss_stops_training_before_saving(data, tmp_path, monkeypatc
     with pytest.raises(FloatingPointError, match="NaN"):
         run_train_py(data, str(out), "KDPL_CoOp", opts=BASE)
     assert not (out / "prompt_learner").exists()
+
+
+def test_promptsrc_gpa_is_the_gaussian_average_of_epoch_snapshots(data, tmp_path, monkeypatch):
+    from trainers.kdpl import KDPL_PromptSRC
+    from trainers.promptsrc import PromptSRCMixin, gaussian_weights
+
+    snapshots = []
+    original = PromptSRCMixin.after_epoch
+
+    def recording(self):
+        snapshots.append({k: v.detach().clone().float() for k, v in self.learnable().state_dict().items()})
+        original(self)
+
+    monkeypatch.setattr(KDPL_PromptSRC, "after_epoch", recording)
+    opts = BASE + ["OPTIM.MAX_EPOCH", "3", "TRAINER.PROMPTSRC.GPA_MEAN", "2", "TRAINER.PROMPTSRC.GPA_STD", "1",
+                   "OPTIM.WARMUP_EPOCH", "0", "OPTIM.LR", "0.05"]
+    trainer = run_train_py(data, str(tmp_path / "gpa"), "KDPL_PromptSRC", opts=opts)
+    from trainers.core.clip_models import load_clip
+
+    clip_before = load_clip("tiny-vit").model.state_dict()  # deterministic: the weights training started from
+    weights = gaussian_weights(3, 2, 1)
+    final = trainer.learnable().state_dict()
+    assert len(snapshots) == 3 and not torch.equal(snapshots[0]["ctx"], snapshots[2]["ctx"])
+    for key, value in final.items():
+        expected = sum(w * snap[key] for w, snap in zip(weights, snapshots))
+        assert torch.allclose(value.float(), expected, atol=1e-6), key
+    saved = torch.load(os.path.join(str(tmp_path / "gpa"), "VLPromptLearner", "model.pth.tar-3"), weights_only=True)
+    assert torch.allclose(saved["state_dict"]["ctx"], final["ctx"])  # the saved last checkpoint is the GPA model
+    assert all(torch.equal(v, clip_before[k]) for k, v in trainer.model.clip.state_dict().items())

@@ -301,28 +301,48 @@ def load_clip(name: str, backend: str = "auto", pretrained: str = "", download_r
 
     Args:
         name: OpenAI name ("ViT-B/16"), open_clip name ("ViT-H-14-quickgelu"), tiny name ("tiny-vit") or a file.
-        backend: "auto" | "openai" | "tiny" | "open_clip".
+        backend: "auto" | "openai" | "tiny" | "open_clip" | a name given to :func:`register_clip_backend`.
         pretrained: open_clip pretrained tag ("dfn5b") or local checkpoint path.
         download_root: folder for downloaded weights (OpenAI default ~/.cache/clip).
         weights: explicit local weights file for OpenAI/tiny models (overrides the name's download).
     """
     backend = infer_backend(name) if backend in ("", "auto") else backend
-    if backend == "tiny":
-        if weights:  # a tiny model saved to disk goes through the real OpenAI loading path
-            model = build_openai_clip(_openai_state_dict(resolve_openai_weights(name, weights=weights)))
-        else:
-            model = build_tiny_clip(name)
-        pre = Preprocess(size=int(model.visual.input_resolution))
-        return LoadedClip(model, openai_tokenize, pre, "openai", name, source=weights or "random")
-    if backend == "openai":
-        path = resolve_openai_weights(name, download_root, weights or (pretrained if os.path.isfile(pretrained) else ""))
-        model = build_openai_clip(_openai_state_dict(path))
-        pre = Preprocess(size=int(model.visual.input_resolution))
-        return LoadedClip(model, openai_tokenize, pre, "openai", name, source=path)
-    if backend == "open_clip":
-        model, pre = _load_open_clip(name, pretrained, download_root)
-        return LoadedClip(model, _open_clip_tokenizer(name), pre, "open_clip", name, source=pretrained or "random")
-    raise ClipLoadError(f"Unknown CLIP backend {backend!r}; use openai, open_clip or tiny.")
+    if backend not in CLIP_BACKENDS:
+        raise ClipLoadError(f"Unknown CLIP backend {backend!r}; use one of {sorted(CLIP_BACKENDS)} "
+                            "(or register one with register_clip_backend).")
+    return CLIP_BACKENDS[backend](name, pretrained, download_root, weights)
+
+
+def _tiny_backend(name: str, pretrained: str, download_root: str, weights: str) -> LoadedClip:
+    if weights:  # a tiny model saved to disk goes through the real OpenAI loading path
+        model = build_openai_clip(_openai_state_dict(resolve_openai_weights(name, weights=weights)))
+    else:
+        model = build_tiny_clip(name)
+    pre = Preprocess(size=int(model.visual.input_resolution))
+    return LoadedClip(model, openai_tokenize, pre, "openai", name, source=weights or "random")
+
+
+def _openai_backend(name: str, pretrained: str, download_root: str, weights: str) -> LoadedClip:
+    path = resolve_openai_weights(name, download_root, weights or (pretrained if os.path.isfile(pretrained) else ""))
+    model = build_openai_clip(_openai_state_dict(path))
+    pre = Preprocess(size=int(model.visual.input_resolution))
+    return LoadedClip(model, openai_tokenize, pre, "openai", name, source=path)
+
+
+def _open_clip_backend(name: str, pretrained: str, download_root: str, weights: str) -> LoadedClip:
+    model, pre = _load_open_clip(name, pretrained or weights, download_root)
+    return LoadedClip(model, _open_clip_tokenizer(name), pre, "open_clip", name, source=pretrained or "random")
+
+
+Builder = Callable[[str, str, str, str], LoadedClip]
+#: backend name -> builder(name, pretrained, download_root, weights); extend with :func:`register_clip_backend`.
+CLIP_BACKENDS: Dict[str, Builder] = {"tiny": _tiny_backend, "openai": _openai_backend,
+                                     "open_clip": _open_clip_backend}
+
+
+def register_clip_backend(name: str, builder: Builder) -> None:
+    """Make ``TEACHER_BACKEND <name>`` (or ``load_clip(..., backend=name)``) build models with ``builder``."""
+    CLIP_BACKENDS[name] = builder
 
 
 def freeze(module: nn.Module) -> nn.Module:
