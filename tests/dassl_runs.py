@@ -37,3 +37,12 @@ def interrupt_at_epoch(monkeypatch, trainer_cls, epoch: int = 1):
 
     monkeypatch.setattr(trainer_cls, "forward_backward", interrupted)
     return original
+
+
+class LabelGuardBatch(dict):
+    """A batch whose label must not be read (distillation is label-free)."""
+
+    def __getitem__(self, key):
+        if key == "label":
+            raise AssertionError("the label was read")
+        return super().__getitem__(key)

@@ -31,13 +31,7 @@ PACS_DOMAINS = ["art_painting", "cartoon", "photo", "sketch"]
 DOMAIN_OPTS = ["DATASET.SOURCE_DOMAINS", "['photo']", "DATASET.TARGET_DOMAINS", str(PACS_DOMAINS)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models gain nothing from threads, and on a shared 2-core machine they lose 10x to oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tests/conftest.py
 
 
 def make_pacs(root: Path) -> None:

@@ -11,7 +11,7 @@ pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (install it 
                                     "Dassl integration tests skipped")
 
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
-from tests.dassl_runs import interrupt_at_epoch, run_train_py  # noqa: E402
+from tests.dassl_runs import LabelGuardBatch, interrupt_at_epoch, run_train_py  # noqa: E402
 
 KDPL_TRAINERS = ["KDPL_CoOp", "KDPL_CoCoOp", "KDPL_VPT", "KDPL_MaPLe", "KDPL_PromptSRC"]
 BASE = ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base"]
@@ -109,14 +109,8 @@ def test_student_kl_to_teacher_decreases_on_fixed_images(data, tmp_path):
 def test_labels_are_never_read(data, tmp_path):
     trainer = run_train_py(data, str(tmp_path / "r"), "KDPL_CoOp", opts=BASE + ["OPTIM.MAX_EPOCH", "1"])
 
-    class NoLabel(dict):
-        def __getitem__(self, key):
-            if key == "label":
-                raise AssertionError("the label was read")
-            return super().__getitem__(key)
-
     trainer.batch_idx, trainer.num_batches = 0, 10
-    trainer.forward_backward(NoLabel(img=torch.randn(2, 3, 32, 32), label=torch.zeros(2)))
+    trainer.forward_backward(LabelGuardBatch(img=torch.randn(2, 3, 32, 32), label=torch.zeros(2)))
 
 
 @pytest.mark.parametrize("name", ["KDPL_CoOp", "KDPL_PromptSRC"])

@@ -12,7 +12,7 @@ pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (install it 
                                     "PromptKD Dassl integration tests skipped")
 
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
-from tests.dassl_runs import ROOT, interrupt_at_epoch, run_train_py  # noqa: E402
+from tests.dassl_runs import LabelGuardBatch, ROOT, interrupt_at_epoch, run_train_py  # noqa: E402
 
 TEACHER_CFG = os.path.join(ROOT, "configs", "trainers", "PromptKD_Teacher", "tiny_vit_wide_ep2_cpu.yaml")
 STUDENT_CFG = os.path.join(ROOT, "configs", "trainers", "PromptKD", "tiny_vit_ep2_cpu.yaml")
@@ -114,14 +114,8 @@ def test_distill_then_eval_base_and_new_then_resume(data, teacher_dir, tmp_path,
 def test_labels_are_never_read(data, teacher_dir, tmp_path):
     trainer = student(data, str(tmp_path / "r"), teacher_dir, opts=["OPTIM.MAX_EPOCH", "1"])
 
-    class NoLabel(dict):
-        def __getitem__(self, key):
-            if key == "label":
-                raise AssertionError("the label was read")
-            return super().__getitem__(key)
-
     trainer.batch_idx, trainer.num_batches = 0, 10
-    trainer.forward_backward(NoLabel(img=torch.randn(4, 3, 32, 32), label=torch.zeros(4)))
+    trainer.forward_backward(LabelGuardBatch(img=torch.randn(4, 3, 32, 32), label=torch.zeros(4)))
 
 
 def test_refusals(data, teacher_dir, tmp_path):
