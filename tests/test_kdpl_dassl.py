@@ -210,3 +210,15 @@ def test_promptsrc_gpa_is_the_gaussian_average_of_epoch_snapshots(data, tmp_path
     saved = torch.load(os.path.join(str(tmp_path / "gpa"), "VLPromptLearner", "model.pth.tar-3"), weights_only=True)
     assert torch.allclose(saved["state_dict"]["ctx"], final["ctx"])  # the saved last checkpoint is the GPA model
     assert all(torch.equal(v, clip_before[k]) for k, v in trainer.model.clip.state_dict().items())
+
+
+def test_same_seed_gives_identical_runs_on_cpu(data, tmp_path):
+    runs = [run_train_py(data, str(tmp_path / f"run{i}"), "KDPL_CoOp", opts=BASE + ["OPTIM.MAX_EPOCH", "1"])
+            for i in range(2)]
+    first, second = (r.learnable().state_dict()["ctx"] for r in runs)
+    assert torch.equal(first, second)
+    results = [json.load(open(os.path.join(str(tmp_path / f"run{i}"), "results.json"))) for i in range(2)]
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+    other = run_train_py(data, str(tmp_path / "seed0"), "KDPL_CoOp", seed=0, opts=BASE + ["OPTIM.MAX_EPOCH", "1"])
+    assert other.cfg.SEED == 0  # seed 0 is honoured, not ignored
+    assert not torch.equal(other.learnable().state_dict()["ctx"], first)
