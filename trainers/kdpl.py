@@ -195,7 +195,7 @@ class KDPLTrainer(PromptDistillTrainer):
         return {"labels": "none (few-shot sampling and base filter only)",
                 "images": f"{self.cfg.DATASET.NUM_SHOTS}-shot training images",
                 "class_names": "none (class-agnostic dictionary)" if k.CLASS_AGNOSTIC else "dataset",
-                "teacher": f"{k.TEACHER} ({k.TEACHER_PRETRAINED})", "student": self.cfg.MODEL.BACKBONE.NAME}
+                "teacher": f"{k.TEACHER} ({k.TEACHER_PRETRAINED})" if k.TEACHER_PRETRAINED else k.TEACHER, "student": self.cfg.MODEL.BACKBONE.NAME}
 
     def checkpoint_meta(self) -> Dict[str, object]:
         k = self.kdpl
