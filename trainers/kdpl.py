@@ -192,10 +192,11 @@ class KDPLTrainer(PromptDistillTrainer):
 
     def information_regime(self) -> Dict[str, str]:
         k = self.kdpl
+        teacher = f"{k.TEACHER} ({k.TEACHER_PRETRAINED})" if k.TEACHER_PRETRAINED else k.TEACHER
         return {"labels": "none (few-shot sampling and base filter only)",
                 "images": f"{self.cfg.DATASET.NUM_SHOTS}-shot training images",
                 "class_names": "none (class-agnostic dictionary)" if k.CLASS_AGNOSTIC else "dataset",
-                "teacher": f"{k.TEACHER} ({k.TEACHER_PRETRAINED})" if k.TEACHER_PRETRAINED else k.TEACHER, "student": self.cfg.MODEL.BACKBONE.NAME}
+                "teacher": teacher, "student": self.cfg.MODEL.BACKBONE.NAME}
 
     def checkpoint_meta(self) -> Dict[str, object]:
         k = self.kdpl
