@@ -5,7 +5,9 @@ Prints, for one method / backbone pair / class count / batch size, the milliseco
   (b) reference  : the same method with the reference code's per-step teacher work reinstated (teacher text features
                    recomputed over all classes every step, teacher in fp32, a device-to-host copy of the teacher
                    logits each step);
-  (a') cached    : ours with the teacher logits read from an offline teacher cache (tools/build_teacher_cache.py);
+  (a') cached    : ours with the teacher's outputs read from an offline teacher cache (tools/build_teacher_cache.py):
+                   KDPL's logits (and CoOp's frozen image features), PromptKD's teacher image features (then
+                   logits = scale * u @ W.T);
   (c) floor      : the base prompt method alone (no teacher: CoOp for KDPL, the prompted student for PromptKD);
 split into teacher image / teacher text / student forward+backward / optimizer, with peak memory, and the ratios
 measured in this run. Runs on CPU (tiny models by default) or GPU (real names need their weights locally):
@@ -95,12 +97,15 @@ def run_variant(variant: str, args, device) -> Dict[str, float]:
     if variant == "cached":  # the cache holds this batch's views; build it once, outside the timed steps
         folder = tempfile.mkdtemp(prefix="teacher_cache_")
         frozen_tower = not student.prompt_learner.has_vision_prompts  # CoOp: its image features are cached too
-        write_meta(folder, {"num_images": args.batch, "num_classes": args.classes, "epochs": 1,
+        if args.method == "kdpl_coop":
+            rows, kind = teacher.logits(images, student.logit_scale), "logits"
+        else:
+            rows, kind = teacher.encode_image(images), "teacher_features"
+        write_meta(folder, {"num_images": args.batch, "kind": kind, "width": rows.shape[1], "epochs": 1,
                             "student_features": frozen_tower})
         with torch.no_grad():
             student_feats = student.encode_image(images) if frozen_tower else None
-        save_shard(folder, 0, 0, torch.arange(args.batch), teacher.logits(images, student.logit_scale),
-                   args.classes, student_feats)
+        save_shard(folder, 0, 0, torch.arange(args.batch), rows, 0, student_feats)
         cache, index = TeacherCache(folder, device), torch.arange(args.batch, device=device)
     timer = PartTimer(device)
     if device.type == "cuda":
@@ -113,6 +118,8 @@ def run_variant(variant: str, args, device) -> Dict[str, float]:
         if cache is not None:
             with timer.part("teacher image"):
                 teacher_logits = cache.lookup(0, index)
+                if cache.kind == "teacher_features":
+                    teacher_logits = student.logit_scale * teacher_logits @ teacher.class_features.t()
                 image_features = cache.lookup_student(0, index) if cache.has_student_features else None
         elif teacher is not None:
             if variant == "reference":

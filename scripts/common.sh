@@ -12,7 +12,11 @@
 #   SHOTS       shots per class                     (default 16; set by each method where it differs)
 #   EXTRA_OPTS  trailing yacs opts appended to every train.py call, e.g. "OPTIM.MAX_EPOCH 1"
 #   DRY_RUN=1   print each train.py command (prefixed "[dry-run] ") instead of running it
-# Each method script sets TRAINER, CFG and TAG (and METHOD_OPTS, an array of trailing opts) before using them.
+#   TEACHER_CACHE_ROOT  set: each KDPL / PromptKD training run first builds (or finishes) its offline teacher cache in
+#               TEACHER_CACHE_ROOT/<the run's path below OUTPUT> with tools/build_teacher_cache.py, then trains from it
+#   CACHE_LAUNCHER  what runs the cache builder (default ${PYTHON}; e.g. "torchrun --nproc_per_node 8")
+# Each method script sets TRAINER, CFG and TAG (and METHOD_OPTS, an array of trailing opts; CACHE_NODE, the config
+# node of its teacher-cache keys, where it has one) before using them.
 
 DATA=${DATA:-/path/to/datasets}
 OUTPUT=${OUTPUT:-output}
@@ -20,7 +24,10 @@ PYTHON=${PYTHON:-python}
 SHOTS=${SHOTS:-16}
 EXTRA_OPTS=${EXTRA_OPTS:-}
 DRY_RUN=${DRY_RUN:-0}
+TEACHER_CACHE_ROOT=${TEACHER_CACHE_ROOT:-}
+CACHE_LAUNCHER=${CACHE_LAUNCHER:-${PYTHON}}
 METHOD_OPTS=()
+CACHE_NODE=""
 
 die() {
     echo "error: $*" >&2
@@ -81,6 +88,17 @@ check_model_dir() {
         || die "no checkpoint model.pth.tar-${epoch} under ${dir}: run the matching train script first"
 }
 
+# run_cmd CMD...: run it, or print it under DRY_RUN=1.
+run_cmd() {
+    if [[ ${DRY_RUN} == 1 ]]; then
+        printf '[dry-run]'
+        printf ' %q' "$@"
+        printf '\n'
+    else
+        "$@"
+    fi
+}
+
 # run_train_py OUT_DIR DATASET SEED SUBSAMPLE [MODEL_DIR LOAD_EPOCH | --eval-only]
 # The standard invocation (protocols.md §4). Skips a run whose results.json exists; re-running an
 # unfinished directory lets Dassl resume from its last checkpoint.
@@ -99,25 +117,27 @@ run_train_py() {
         return 0
     fi
     [[ -d ${dir} ]] && echo "resume: ${dir} exists without results.json; running it again"
-    local cmd=("${PYTHON}" train.py --root "${DATA}" --seed "${seed}" --trainer "${TRAINER}"
-        --dataset-config-file "${dataset_cfg}" --config-file "${cfg}" --output-dir "${dir}")
+    local args=(--root "${DATA}" --seed "${seed}" --trainer "${TRAINER}"
+        --dataset-config-file "${dataset_cfg}" --config-file "${cfg}")
+    local opts=(DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES "${sub}" "${METHOD_OPTS[@]}")
+    local extra=()
+    read -r -a extra <<<"${EXTRA_OPTS}"
+    opts+=("${extra[@]}")
+    local cmd=("${PYTHON}" train.py "${args[@]}" --output-dir "${dir}")
     if [[ ${model_dir} == --eval-only ]]; then
         cmd+=(--eval-only)
     elif [[ -n ${model_dir} ]]; then
         check_model_dir "${model_dir}" "${load_epoch}"
         cmd+=(--model-dir "${model_dir}" --load-epoch "${load_epoch}" --eval-only)
+    elif [[ -n ${TEACHER_CACHE_ROOT} && -z ${CACHE_NODE} ]]; then
+        echo "note: TEACHER_CACHE_ROOT ignored: ${TRAINER} has no offline teacher cache"
+    elif [[ -n ${TEACHER_CACHE_ROOT} ]]; then  # a training run from an offline teacher cache: build it first
+        local cache_dir="${TEACHER_CACHE_ROOT}/${dir#"${OUTPUT}"/}" launcher=()
+        read -r -a launcher <<<"${CACHE_LAUNCHER}"
+        run_cmd "${launcher[@]}" -m tools.build_teacher_cache "${args[@]}" --cache-dir "${cache_dir}" "${opts[@]}"
+        opts+=("TRAINER.${CACHE_NODE}.TEACHER_CACHE" "${cache_dir}")
     fi
-    cmd+=(DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES "${sub}" "${METHOD_OPTS[@]}")
-    local extra=()
-    read -r -a extra <<<"${EXTRA_OPTS}"
-    cmd+=("${extra[@]}")
-    if [[ ${DRY_RUN} == 1 ]]; then
-        printf '[dry-run]'
-        printf ' %q' "${cmd[@]}"
-        printf '\n'
-    else
-        "${cmd[@]}"
-    fi
+    run_cmd "${cmd[@]}" "${opts[@]}"
 }
 
 # check_seed SEED: seeds are positive integers or 0 (train.py honours --seed 0).

@@ -233,3 +233,58 @@ def test_class_vectors_read_from_the_stage1_file(data, teacher_dir, tmp_path):
     with pytest.raises(ValueError, match="computed from teacher checkpoint"):
         student(data, str(tmp_path / "cv2"), str(tmp_path / "other.pth.tar"),
                 opts=["OPTIM.MAX_EPOCH", "1", "TRAINER.PROMPTKD.CLASS_VECTORS", vectors])
+
+
+def test_cached_and_online_distillation_see_the_same_targets(data, teacher_dir, tmp_path):
+    """PromptKD's cache holds the teacher's image feature per keyed view (plus W and the scale, once): a cached run
+    builds no teacher and computes the online run's loss on the same views."""
+    from tools.build_teacher_cache import main as build_cache
+
+    cache = str(tmp_path / "cache")
+    opts = ["DATASET.NUM_SHOTS", "0", "DATASET.SUBSAMPLE_CLASSES", "base", "TRAINER.PROMPTKD.TEACHER_CKPT", teacher_dir]
+    build_cache(["--root", data, "--seed", "1", "--trainer", "PromptKD", "--dataset-config-file",
+                 os.path.join(ROOT, "configs", "datasets", "eurosat.yaml"), "--config-file", STUDENT_CFG,
+                 "--cache-dir", cache] + opts)
+    assert sorted(os.listdir(cache)) == ["class_vectors.pt", "config.yaml", "epoch_000.rank000.pt",
+                                         "epoch_001.rank000.pt", "meta.json"]
+    meta = json.load(open(os.path.join(cache, "meta.json")))
+    assert meta["kind"] == "teacher_features" and meta["width"] == 96 and meta["epochs"] == 2
+    shard = torch.load(os.path.join(cache, "epoch_000.rank000.pt"), weights_only=True)
+    assert shard["values"].shape == (meta["num_images"], 96) and shard["values"].dtype == torch.float16
+
+    online = student(data, str(tmp_path / "online"), teacher_dir,
+                     opts=["TRAINER.PROMPTKD.VIEW_KEYED_AUG", "True", "TRAIN.CHECKPOINT_FREQ", "0"])
+    cached = student(data, str(tmp_path / "cached"), "",  # the cache names its teacher: no TEACHER_CKPT needed
+                     opts=["TRAINER.PROMPTKD.TEACHER_CACHE", cache, "TRAIN.CHECKPOINT_FREQ", "0"])
+    assert cached.teacher is None and cached.teacher_cache.kind == "teacher_features"
+    assert meta["num_images"] == len(online.train_loader_x.dataset) > 0
+    assert torch.equal(cached.model.class_vectors, online.model.class_vectors)
+    assert float(cached.teacher_scale) == pytest.approx(float(online.teacher.logit_scale))
+    assert cached.teacher_info["sha256"] == online.teacher_info["sha256"]
+    res = json.load(open(os.path.join(str(tmp_path / "cached"), "results.json")))
+    assert res["teacher"]["teacher_cache"] == cache and res["accuracy"] is not None
+    assert os.path.isfile(os.path.join(str(tmp_path / "cached"), "class_vectors.pt"))  # --eval-only reads it
+
+    cached.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
+    for epoch in (0, 1):
+        losses, images = [], None
+        for trainer in (online, cached):
+            trainer.epoch = epoch
+            trainer.before_epoch()
+            trainer.set_model_mode("eval")  # the projector's BatchNorm: same statistics in both runs
+            batch = next(iter(torch.utils.data.DataLoader(trainer.train_loader_x.dataset, batch_size=8)))
+            images = trainer.parse_batch_train(batch)
+            with torch.no_grad():
+                losses.append(trainer.compute_loss(images)[0])
+        online_loss, cached_loss = losses
+        assert float(online_loss) > 0
+        assert torch.allclose(online_loss, cached_loss, rtol=5e-3, atol=1e-3), (epoch, losses)
+        with torch.no_grad():
+            assert torch.allclose(cached.cached_rows(), online.teacher.encode_image(images), atol=2e-3)
+
+    # settings that change the views, or a cached held-out KD validation, are refused
+    with pytest.raises(Exception, match="other settings"):
+        student(data, str(tmp_path / "seed2"), "", opts=["TRAINER.PROMPTKD.TEACHER_CACHE", cache], seed=2)
+    with pytest.raises(ValueError, match="VAL_MODE kd"):
+        student(data, str(tmp_path / "kdval"), "", opts=["TRAINER.PROMPTKD.TEACHER_CACHE", cache,
+                                                          "TRAINER.PROMPTKD.VAL_MODE", "kd"])

@@ -95,8 +95,13 @@ def test_promptkd_teacher_then_student_through_scripts(data, tmp_path):
     env = dict(DATA=data, OUTPUT=out, TEACHER_CFG="tiny_vit_wide_ep2_cpu", CFG="tiny_vit_ep2_cpu",
                TEACHER_SHOTS="2")
     bash("scripts/promptkd/teacher_train.sh", "eurosat", "1", **env)
-    bash("scripts/promptkd/base2new.sh", "eurosat", "1", **env)
+    cache_root = str(tmp_path / "cache")  # the student trains from an offline teacher cache the script builds
+    bash("scripts/promptkd/base2new.sh", "eurosat", "1", TEACHER_CACHE_ROOT=cache_root, **env)
     tail = "eurosat/shots_0/PromptKD/tiny_vit_ep2_cpu/seed1"
+    cache_dir = os.path.join(cache_root, "base2new", "train_base", tail)
+    assert read(os.path.join(cache_dir, "meta.json"))["kind"] == "teacher_features"
+    trained = read(os.path.join(out, "base2new", "train_base", tail, "results.json"))
+    assert trained["teacher"]["teacher_cache"] == cache_dir
     base = read(os.path.join(out, "base2new", "test_base", tail, "results.json"))
     new = read(os.path.join(out, "base2new", "test_new", tail, "results.json"))
     assert base["num_classes"] == 2 and new["num_classes"] == 2

@@ -74,7 +74,8 @@ def parse_call(line: str) -> Call:
 
 def run_script(script: str, *args: str, cwd: Path = ROOT, check: bool = True, **env: str
                ) -> subprocess.CompletedProcess[str]:
-    ours = {"TRAINER", "CFG", "CA", "SHOTS", "EXTRA_OPTS", "DATA", "OUTPUT", "PYTHON", "XD_SOURCE", "DRY_RUN"}
+    ours = {"TRAINER", "CFG", "CA", "SHOTS", "EXTRA_OPTS", "DATA", "OUTPUT", "PYTHON", "XD_SOURCE", "DRY_RUN",
+            "TEACHER_CACHE_ROOT", "CACHE_LAUNCHER", "TEACHER_CKPT", "TEACHER_ROOT"}
     full_env = {k: v for k, v in os.environ.items() if k not in ours}
     full_env.update(env)
     proc = subprocess.run(["bash", f"scripts/{script}", *args], cwd=cwd, env=full_env, capture_output=True,
@@ -437,3 +438,33 @@ def test_configs_merge_into_trainer_defaults(path: Path) -> None:
         pytest.skip(f"trainers/Dassl not importable here ({type(err).__name__}: {err})")
     cfg = extend_cfg(get_cfg_default())
     cfg.merge_from_file(str(path))
+
+
+@pytest.mark.parametrize("script, node, tail", [
+    ("kdpl/base2new.sh", "KDPL", "base2new/train_base/eurosat/shots_16/KDPL_CoOp/vit_b32_ctxv1/seed1"),
+    ("promptkd/base2new.sh", "PROMPTKD",
+     "base2new/train_base/eurosat/shots_0/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx/seed1"),
+])
+def test_teacher_cache_root_builds_the_cache_then_trains_from_it(script, node, tail):
+    proc = run_script(script, "eurosat", "1", DRY_RUN="1", OUTPUT="out", TEACHER_CACHE_ROOT="cache",
+                      CACHE_LAUNCHER="torchrun --nproc_per_node 2")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("[dry-run] ")]
+    build = shlex.split(lines[0][len("[dry-run] "):])
+    train, tests = parse_call(lines[1]), [parse_call(line) for line in lines[2:]]
+    assert build[:5] == ["torchrun", "--nproc_per_node", "2", "-m", "tools.build_teacher_cache"]
+    cache_dir = build[build.index("--cache-dir") + 1]
+    assert cache_dir == f"cache/{tail}" and train.out == f"out/{tail}"
+    # the builder gets the training run's exact arguments and opts
+    for flag in ("--root", "--seed", "--trainer", "--dataset-config-file", "--config-file"):
+        assert build[build.index(flag) + 1] == train.flags[flag]
+    key = f"TRAINER.{node}.TEACHER_CACHE"
+    assert build[build.index("--cache-dir") + 2:] == train.opts[:-2] and train.opts[-2:] == [key, cache_dir]
+    assert len(tests) == 2 and all(t.eval_only and key not in t.opts for t in tests)
+
+
+def test_teacher_cache_root_is_ignored_where_there_is_no_teacher_cache():
+    proc = run_script("promptkd/teacher_train.sh", "eurosat", "1", DRY_RUN="1", OUTPUT="out",
+                      TEACHER_CACHE_ROOT="cache")
+    assert "TEACHER_CACHE_ROOT ignored: PromptKD_Teacher" in proc.stdout
+    calls = [parse_call(line) for line in proc.stdout.splitlines() if line.startswith("[dry-run] ")]
+    assert len(calls) == 3 and not any("TEACHER_CACHE" in o for c in calls for o in c.opts)  # train, test base, new

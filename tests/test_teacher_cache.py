@@ -32,7 +32,7 @@ def test_shards_round_trip_full_and_topk(tmp_path):
     logits = torch.randn(6, 10) * 20
     full, top = str(tmp_path / "full"), str(tmp_path / "top")
     for folder, k in ((full, 10), (top, 3)):
-        write_meta(folder, {"num_images": 6, "num_classes": 10, "epochs": 1, "teacher": "t"})
+        write_meta(folder, {"num_images": 6, "width": 10, "epochs": 1, "teacher": "t"})
         save_shard(folder, 0, 0, torch.tensor([0, 2, 4]), logits[[0, 2, 4]], k)
         save_shard(folder, 0, 1, torch.tensor([1, 3, 5]), logits[[1, 3, 5]], k)
     rows = TeacherCache(full, torch.device("cpu")).lookup(0, torch.tensor([5, 0]))
@@ -49,7 +49,7 @@ def test_shards_round_trip_full_and_topk(tmp_path):
 def test_student_features_are_stored_beside_the_logits(tmp_path):
     folder = str(tmp_path / "s")
     feats = torch.randn(4, 16)
-    write_meta(folder, {"num_images": 4, "num_classes": 5, "epochs": 1, "student_features": True})
+    write_meta(folder, {"num_images": 4, "width": 5, "epochs": 1, "student_features": True})
     save_shard(folder, 0, 0, torch.tensor([3, 1, 0, 2]), torch.randn(4, 5), 5, feats)
     cache = TeacherCache(folder, torch.device("cpu"))
     assert cache.has_student_features
@@ -60,7 +60,7 @@ def test_student_features_are_stored_beside_the_logits(tmp_path):
 
 def test_incomplete_or_mismatched_cache_is_refused(tmp_path):
     folder = str(tmp_path / "c")
-    write_meta(folder, {"num_images": 4, "num_classes": 3, "epochs": 1, "teacher": "big"})
+    write_meta(folder, {"num_images": 4, "width": 3, "epochs": 1, "teacher": "big"})
     save_shard(folder, 0, 0, torch.tensor([0, 1]), torch.randn(2, 3), 3)
     with pytest.raises(TeacherCacheError, match="lacks 2 images"):
         TeacherCache(folder, torch.device("cpu")).lookup(0, torch.tensor([0]))

@@ -15,6 +15,7 @@ from dassl.data import DataManager
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer, load_student_clip
+from .cache_mixin import OfflineTeacherCacheMixin
 from .config import add_keys, config_keys
 from .core.class_dictionary import load_class_dictionary
 from .core.clip_models import load_clip
@@ -24,10 +25,8 @@ from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, IVLPP
                                    PromptedCLIP, PromptLearner, VPTPromptLearner)
 from .core.selection import select_top_classes
 from .core.teacher import FrozenTeacher
-from .core.teacher_cache import TeacherCache
 from .core.templates import DEFAULT_TEMPLATE, template_for
 from .promptsrc import PromptSRCMixin, add_promptsrc_config
-from .view_data import ViewKeyedDatasetWrapper, check_view_keyed_transforms
 
 
 @config_keys
@@ -58,8 +57,10 @@ def add_kdpl_config(cfg) -> None:
     add_promptsrc_config(cfg)
 
 
-class KDPLTrainer(PromptDistillTrainer):
+class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
     """Which student: :meth:`build_learner`. Which teacher: a frozen CLIP by config. Which loss: symmetric KL."""
+
+    cache_node = "KDPL"
 
     def build_learner(self, clip_model, tokenize) -> PromptLearner:
         raise NotImplementedError
@@ -115,36 +116,37 @@ class KDPLTrainer(PromptDistillTrainer):
         super().before_train()
 
     # ------------------------------------------------------------------------------------- teacher cache
-    def view_keyed(self) -> bool:
-        return bool(self.kdpl.get("VIEW_KEYED_AUG", False) or self.kdpl.get("TEACHER_CACHE", ""))
-
     def build_data_loader(self) -> None:
-        if not self.view_keyed():
+        wrapper = self.train_dataset_wrapper()
+        if wrapper is None:
             return super().build_data_loader()
-        check_view_keyed_transforms(self.cfg)
-        self.adopt_data_manager(DataManager(self.cfg, dataset_wrapper=ViewKeyedDatasetWrapper))
+        self.adopt_data_manager(DataManager(self.cfg, dataset_wrapper=wrapper))
 
     def cache_meta(self) -> Dict[str, object]:
-        """Everything cached teacher logits depend on; a cache built for other values is refused."""
-        k, cfg = self.kdpl, self.cfg
-        names = "\n".join(self.training_classnames())
-        return {"teacher": k.TEACHER, "teacher_pretrained": k.TEACHER_PRETRAINED, "teacher_prec": k.TEACHER_PREC,
-                "student": cfg.MODEL.BACKBONE.NAME,
-                "template": self.teacher_template, "classes_sha256": hashlib.sha256(names.encode()).hexdigest(),
-                "num_classes": len(self.training_classnames()), "num_images": len(self.dm.dataset.train_x),
-                "seed": int(cfg.SEED), "input_size": int(cfg.INPUT.SIZE[0]),
-                "rrcrop_scale": [float(x) for x in cfg.INPUT.RRCROP_SCALE],
-                "pixel_mean": [float(x) for x in cfg.INPUT.PIXEL_MEAN],
-                "pixel_std": [float(x) for x in cfg.INPUT.PIXEL_STD],
-                "logit_scale": round(float(self.model.logit_scale), 4)}
+        """A row = the teacher's logits over the training classes, at the student's logit scale."""
+        k = self.kdpl
+        names = self.training_classnames()
+        return {**self.view_meta(), "kind": "logits", "width": len(names), "num_classes": len(names),
+                "teacher": k.TEACHER, "teacher_pretrained": k.TEACHER_PRETRAINED, "teacher_prec": k.TEACHER_PREC,
+                "student": self.cfg.MODEL.BACKBONE.NAME, "template": self.teacher_template,
+                "classes_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
+                "logit_scale": round(float(self.model.logit_scale), 4),
+                # a frozen student image tower (CoOp, CoCoOp) is cached too: a cached step runs no image tower
+                "student_features": not self.model.prompt_learner.has_vision_prompts}
+
+    def cache_rows(self, teacher: FrozenTeacher, images: torch.Tensor
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        logits = teacher.logits(images, self.model.logit_scale)
+        if self.model.prompt_learner.has_vision_prompts:
+            return logits, None
+        with torch.no_grad():
+            return logits, self.model.encode_image(images)
+
+    def cache_topk(self) -> int:
+        return int(self.kdpl.CACHE_TOPK)
 
     def build_teacher(self) -> Optional[FrozenTeacher]:
-        self.teacher_cache = None
-        if self.kdpl.get("TEACHER_CACHE", ""):
-            self.teacher_cache = TeacherCache(self.kdpl.TEACHER_CACHE, self.device, expected=self.cache_meta())
-            print(f"Teacher logits from the cache at {self.kdpl.TEACHER_CACHE} (no teacher is built)")
-            return None
-        return self.build_online_teacher()
+        return None if self.open_teacher_cache() is not None else self.build_online_teacher()
 
     def build_online_teacher(self) -> FrozenTeacher:
         k = self.kdpl
@@ -163,8 +165,8 @@ class KDPLTrainer(PromptDistillTrainer):
     def teacher_targets(self, images: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Teacher logits (scaled by the student's logit scale) and, in CA mode, the selected class indices."""
         with self.teacher_timer:
-            if getattr(self, "teacher_cache", None) is not None:
-                teacher_logits = self.teacher_cache.lookup(self.epoch, self.batch_index)
+            if self.teacher_cache is not None:
+                teacher_logits = self.cached_rows()
             else:
                 teacher_logits = self.teacher.logits(images, self.model.logit_scale)
         if not self.kdpl.CLASS_AGNOSTIC:
@@ -179,7 +181,7 @@ class KDPLTrainer(PromptDistillTrainer):
 
     def cached_student_features(self) -> Optional[torch.Tensor]:
         """The student's frozen image features of this batch's views, when the teacher cache holds them."""
-        cache = getattr(self, "teacher_cache", None)
+        cache = self.teacher_cache
         if cache is None or not cache.has_student_features:
             return None
         return cache.lookup_student(self.epoch, self.batch_index)

@@ -15,7 +15,9 @@ unlabeled training split of ALL N classes (rebuilt from the stock dataset), i.e.
 invocation works unchanged: train_base (SUBSAMPLE base) distils on everything and tests on base; the eval-only
 test_new run (SUBSAMPLE new) tests on new. W is computed once from the teacher (its text encoder runs once per
 run), kept as a non-persistent fp32 buffer and saved beside the checkpoints as ``class_vectors.pt``, which
-``--eval-only`` reads: the teacher never runs at test time.
+``--eval-only`` reads: the teacher never runs at test time. With ``TRAINER.PROMPTKD.TEACHER_CACHE`` (built by
+``tools/build_teacher_cache.py``) the teacher is not built at all: its image feature of each keyed view, W and its
+logit scale come from the cache.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer, load_checkpoint_file, load_student_clip
+from .cache_mixin import OfflineTeacherCacheMixin
 from .config import add_keys, cfg_get, config_keys
 from .core.class_dictionary import sha256_of
 from .core.clip_models import load_clip
@@ -77,6 +80,8 @@ def add_promptkd_config(cfg) -> None:
         "CLASS_VECTORS": "",  # read W from a class-vector file instead of running the teacher's text encoder
         "VAL_MODE": "none",  # none | kd | base_fewshot (held-out model selection; never test data)
         "DG_SPLIT": "transductive",  # dg: transductive (adapt on the test images) | halves (seeded disjoint halves)
+        "TEACHER_CACHE": "",  # folder of cached teacher image features (tools/build_teacher_cache.py); "" = online
+        "VIEW_KEYED_AUG": False,  # training views keyed by (seed, epoch, index); implied by TEACHER_CACHE
     })
     add_promptsrc_config(cfg)
 
@@ -208,11 +213,15 @@ class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
 
 # ------------------------------------------------------------------------------------------------------ stage 2
 @TRAINER_REGISTRY.register()
-class PromptKD(PromptDistillTrainer):
-    """Student = prompted ViT-B/16 image tower + projector; teacher = frozen prompted ViT-L/14; loss = scaled KL."""
+class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
+    """Student = prompted ViT-B/16 image tower + projector; teacher = frozen prompted ViT-L/14; loss = scaled KL.
+
+    With ``TRAINER.PROMPTKD.TEACHER_CACHE`` the teacher's image features of every view come from an offline cache
+    (one E-dim row per view; logits = teacher scale * u @ W.T, exactly what the online teacher computes)."""
 
     model_name = "VLPromptLearner"  # the reference's checkpoint sub-folder
     precision_node = "PROMPTKD"
+    cache_node = "PROMPTKD"
 
     @property
     def kd(self):
@@ -236,6 +245,9 @@ class PromptKD(PromptDistillTrainer):
             raise ValueError(f"TRAINER.PROMPTKD.DG_SPLIT must be one of {DG_SPLITS}, got {k.DG_SPLIT!r}.")
         if k.TEMPERATURE <= 0:
             raise ValueError(f"TRAINER.PROMPTKD.TEMPERATURE must be > 0, got {k.TEMPERATURE}.")
+        if k.TEACHER_CACHE and k.VAL_MODE == "kd":
+            raise ValueError("VAL_MODE kd runs the teacher on the validation images, which TRAINER.PROMPTKD."
+                             "TEACHER_CACHE avoids building: use VAL_MODE base_fewshot or none with a cache.")
         teacher_backbone(k)
         self.kd_weight, source = kd_weight_for(cfg.DATASET.NAME, modal, float(k.KD_WEIGHT))
         print(f"PromptKD: KD_WEIGHT {self.kd_weight:g} ({source}), temperature {k.TEMPERATURE:g}, modal {modal}")
@@ -263,6 +275,9 @@ class PromptKD(PromptDistillTrainer):
         cfg = self.cfg
         node = cfg.DATALOADER.TRAIN_X if is_train else cfg.DATALOADER.TEST
         extra = {"n_domain": node.N_DOMAIN, "n_ins": node.N_INS} if is_train else {}
+        wrapper = self.train_dataset_wrapper() if is_train else None
+        if wrapper is not None:  # keyed views for the teacher cache
+            extra["dataset_wrapper"] = wrapper
         return build_data_loader(cfg, sampler_type=node.SAMPLER, data_source=list(items), batch_size=node.BATCH_SIZE,
                                  tfm=build_transform(cfg, is_train=is_train), is_train=is_train, **extra)
 
@@ -302,9 +317,10 @@ class PromptKD(PromptDistillTrainer):
         if cfg.INPUT.SIZE[0] != loaded.preprocess.size:
             raise ValueError(f"INPUT.SIZE {cfg.INPUT.SIZE[0]} does not match {cfg.MODEL.BACKBONE.NAME}'s input "
                              f"resolution {loaded.preprocess.size}.")
-        teacher_dim = known_embed_dim(teacher_backbone(k), cfg.MODEL.get("CLIP", {}).get("DOWNLOAD_ROOT", ""),
-                                      k.TEACHER_WEIGHTS)
-        learner = StudentLearner(loaded.model, k.N_CTX_VISION, k.PROMPT_DEPTH_VISION, teacher_dim, k.PROJECT_LAYER)
+        self.teacher_dim = known_embed_dim(teacher_backbone(k), cfg.MODEL.get("CLIP", {}).get("DOWNLOAD_ROOT", ""),
+                                           k.TEACHER_WEIGHTS)
+        learner = StudentLearner(loaded.model, k.N_CTX_VISION, k.PROMPT_DEPTH_VISION, self.teacher_dim,
+                                 k.PROJECT_LAYER)
         student = PromptKDStudent(loaded, learner)
         student.set_eval_rows(*self.eval_range)
         return student
@@ -363,8 +379,25 @@ class PromptKD(PromptDistillTrainer):
         if meta.get("classnames"):
             check_classnames(meta["classnames"], self.all_classnames[:len(meta["classnames"])], path)
 
-    def build_teacher(self) -> PromptedTeacher:
-        """Training only: the teacher, and W computed once from it (or read from CLASS_VECTORS)."""
+    def build_teacher(self) -> Optional[PromptedTeacher]:
+        """Training only: the teacher and W, or with a teacher cache no teacher at all (W and the teacher's logit
+        scale then come from the cache folder)."""
+        if self.open_teacher_cache() is None:
+            return self.build_online_teacher()
+        folder = self.kd.TEACHER_CACHE
+        expected_sha = sha256_of(resolve_teacher_checkpoint(self.kd.TEACHER_CKPT)) if self.kd.TEACHER_CKPT else ""
+        record = load_class_vectors(folder, self.all_classnames, expected_sha)
+        self.model.set_class_vectors(record["class_vectors"])
+        self.teacher_scale = torch.tensor(float(record["logit_scale"]), device=self.device)
+        self.teacher_info = {"checkpoint": record.get("checkpoint", ""), "sha256": record.get("checkpoint_sha256", ""),
+                             "backbone": record.get("backbone", ""), "teacher_cache": folder}
+        print(f"Class vectors W {tuple(record['class_vectors'].shape)} and the teacher's logit scale "
+              f"{float(self.teacher_scale):.4f} read from the cache at {folder}")
+        self.save_class_vectors(self.model.class_vectors, record.get("template", ""))
+        return None
+
+    def build_online_teacher(self) -> PromptedTeacher:
+        """The frozen teacher, and W computed once from it (or read from CLASS_VECTORS)."""
         k = self.kd
         teacher = self.load_teacher().to(self.device)
         if k.CLASS_VECTORS:
@@ -379,12 +412,42 @@ class PromptKD(PromptDistillTrainer):
             print(f"Class vectors W {tuple(teacher.class_features.shape)} computed once from the teacher's prompted "
                   f"text encoder ({self.timings['class_vectors_s']:.1f}s); it never runs again")
         self.model.set_class_vectors(teacher.class_features)
-        info = self.teacher_info
-        save_class_vectors(osp.join(self.output_dir, CLASS_VECTORS_FILE), teacher.class_features,
-                           self.all_classnames, template=teacher.prompt_template, backbone=info["backbone"],
-                           checkpoint=info["checkpoint"], checkpoint_sha256=info["sha256"],
-                           dataset=self.cfg.DATASET.NAME, num_base=math.ceil(len(self.all_classnames) / 2))
+        self.save_class_vectors(teacher.class_features, teacher.prompt_template)
         return teacher
+
+    def save_class_vectors(self, vectors: torch.Tensor, template: str, folder: str = "", **info: Any) -> str:
+        """W and the teacher's provenance as ``class_vectors.pt`` (in the output dir: what --eval-only reads)."""
+        t = self.teacher_info
+        return save_class_vectors(osp.join(folder or self.output_dir, CLASS_VECTORS_FILE), vectors,
+                                  self.all_classnames, template=template, backbone=t["backbone"],
+                                  checkpoint=t["checkpoint"], checkpoint_sha256=t["sha256"],
+                                  dataset=self.cfg.DATASET.NAME, num_base=math.ceil(len(self.all_classnames) / 2),
+                                  **info)
+
+    # ------------------------------------------------------------------------------------------ teacher cache
+    def cache_meta(self) -> Dict[str, Any]:
+        """A row = the teacher's L2-normalised image feature of a view; W and the scale live in the cache folder."""
+        k = self.kd
+        meta = {**self.view_meta(), "kind": "teacher_features", "width": int(self.teacher_dim),
+                "teacher_backbone": teacher_backbone(k),
+                "teacher_prec": resolve_precision(k.PREC, self.device, "teacher")}
+        if k.TEACHER_CKPT:  # a cached run may omit it: the cache's class_vectors.pt then names the teacher
+            meta["teacher_sha256"] = sha256_of(resolve_teacher_checkpoint(k.TEACHER_CKPT))
+        return meta
+
+    def cache_rows(self, teacher: PromptedTeacher, images: torch.Tensor) -> Tuple[torch.Tensor, None]:
+        return teacher.encode_image(images), None
+
+    def write_cache_files(self, cache_dir: str, teacher: PromptedTeacher) -> None:
+        self.save_class_vectors(teacher.class_features, teacher.prompt_template, folder=cache_dir,
+                                logit_scale=float(teacher.logit_scale))
+
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits over all N classes for these views: online, or from cached image features."""
+        with self.teacher_timer:
+            if self.teacher_cache is not None:
+                return self.teacher_scale * self.cached_rows() @ self.model.class_vectors.t()
+            return self.teacher.logits(images, self.teacher.logit_scale)
 
     def ensure_class_vectors(self) -> None:
         """W for a run without a teacher (--eval-only): the trained run's class_vectors.pt, else CLASS_VECTORS, else
@@ -415,8 +478,7 @@ class PromptKD(PromptDistillTrainer):
         return super().parse_batch_train(batch)
 
     def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        with self.teacher_timer:
-            teacher_logits = self.teacher.logits(images, self.teacher.logit_scale)
+        teacher_logits = self.teacher_logits(images)
         student_logits = self.model(images, key="train")
         kd = promptkd_loss(teacher_logits, student_logits, float(self.kd.TEMPERATURE), self.kd_weight)
         terms = {"loss KD": kd}

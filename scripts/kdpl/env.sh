@@ -3,12 +3,13 @@
 #   TRAINER  KDPL_CoOp (default) | KDPL_CoCoOp | KDPL_VPT | KDPL_MaPLe | KDPL_PromptSRC
 #   CFG      yaml name under configs/trainers/${TRAINER}/ (default per trainer and protocol, kdpl.md §8)
 #   CA       0 (default) | 1: class-agnostic KDPL (TRAINER.KDPL.CLASS_AGNOSTIC True, TAG ${TRAINER}-CA)
-# plus DATA, OUTPUT, PYTHON, SHOTS, EXTRA_OPTS, DRY_RUN from scripts/common.sh.
+# plus DATA, OUTPUT, PYTHON, SHOTS, EXTRA_OPTS, DRY_RUN, TEACHER_CACHE_ROOT, CACHE_LAUNCHER from scripts/common.sh.
 
 # shellcheck source=scripts/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 
 TRAINER=${TRAINER:-KDPL_CoOp}
+CACHE_NODE=KDPL  # TEACHER_CACHE_ROOT: train from an offline teacher cache (scripts/common.sh)
 CA=${CA:-0}
 case ${CA} in
     0) TAG=${TRAINER} ;;

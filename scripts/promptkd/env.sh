@@ -11,7 +11,8 @@
 #   TEACHER_CFG   stage-1 yaml under configs/trainers/PromptKD_Teacher/ (default vit_l14_c2_ep20_batch8_4+4ctx)
 #   TEACHER_SHOTS stage-1 shots per class (default 16)
 # Default teacher = the output of scripts/promptkd/teacher_train.sh (train_base dir, or the ImageNet xd dir).
-# plus DATA, OUTPUT, PYTHON, EXTRA_OPTS, DRY_RUN from scripts/common.sh.
+# plus DATA, OUTPUT, PYTHON, EXTRA_OPTS, DRY_RUN, TEACHER_CACHE_ROOT, CACHE_LAUNCHER from
+# scripts/common.sh (the cache applies to the student runs).
 
 PROMPTKD_SHOTS=${SHOTS:-0}
 # shellcheck source=scripts/common.sh
@@ -47,6 +48,7 @@ released_teacher_dir() {
 # use_teacher: the stage-1 settings (run_dir and friends then describe teacher runs).
 use_teacher() {
     TRAINER=${TEACHER_TRAINER}
+    CACHE_NODE=""
     TAG=${TEACHER_TRAINER}
     CFG=${TEACHER_CFG}
     SHOTS=${TEACHER_SHOTS}
@@ -71,6 +73,7 @@ teacher_ckpt() {
 use_student() {
     local protocol=$1 dataset=$2 check=${3:-} modal teacher default
     TRAINER=PromptKD
+    CACHE_NODE=PROMPTKD  # TEACHER_CACHE_ROOT: train from an offline teacher cache (scripts/common.sh)
     TAG=PromptKD
     SHOTS=${PROMPTKD_SHOTS}
     case ${protocol} in

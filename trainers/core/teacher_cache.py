@@ -1,17 +1,20 @@
-"""An offline cache of teacher logits, one row per (epoch, image index) view, written in shards.
+"""An offline cache of teacher outputs, one row per (epoch, image index) view, written in shards.
 
 Layout of a cache folder::
 
-    meta.json                      what the logits depend on (teacher, classes, views, scale); checked on use
+    meta.json                      what the rows depend on (teacher, classes, views, scale); checked on use
     epoch_{E:03d}.rank{R:03d}.pt   {"index": int64 [M], "values": fp16 [M, k], "classes": int32 [M, k] or absent,
                                     "student": fp16 [M, E] or absent}
 
-``student`` holds the student's own image features of the same views when its image tower is frozen (CoOp, CoCoOp),
-so a cached step runs neither image tower.
+``meta["kind"]`` says what a row is: ``logits`` (KDPL: the teacher's logits over the training classes) or
+``teacher_features`` (PromptKD: the teacher's L2-normalised image feature; its logits are ``scale * u @ W.T`` with the
+class vectors W stored once beside the shards, so a row costs E values instead of N). ``meta["width"]`` is a row's
+length. ``student`` holds the student's own image features of the same views when its image tower is frozen (CoOp,
+CoCoOp), so a cached step runs neither image tower.
 
-With ``k`` equal to the number of classes the full logit rows are stored (exact up to fp16); with a smaller ``k``
-only each view's top-k logits are kept (FKD's soft labels) and the rest read back as ``-inf`` (probability 0).
-Several processes (``torchrun``, several nodes) write disjoint shards of the same epoch; the reader merges them.
+A logits row with ``k`` equal to the number of classes is stored whole (exact up to fp16); with a smaller ``k`` only
+each view's top-k logits are kept (FKD's soft labels) and the rest read back as ``-inf`` (probability 0). Several
+processes (``torchrun``, several nodes) write disjoint shards of the same epoch; the reader merges them.
 """
 from __future__ import annotations
 
@@ -58,17 +61,18 @@ def check_meta(meta: Dict[str, Any], expected: Dict[str, Any], cache_dir: str) -
                                 "rebuild it or point the run at the matching cache.")
 
 
-def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, logits: torch.Tensor, k: int,
+def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, rows: torch.Tensor, k: int = 0,
                student_features: Optional[torch.Tensor] = None) -> str:
-    """Store the top-``k`` teacher logits (fp16) of views ``index`` of ``epoch`` (and the student's frozen image
-    features of the same views, if given); atomic."""
-    if k >= logits.shape[1]:
-        payload = {"index": index.long().cpu(), "values": logits.half().cpu()}
+    """Store the rows (fp16) of views ``index`` of ``epoch`` -- whole, or for logits with ``0 < k < width`` only each
+    row's top-``k`` -- and the student's frozen image features of the same views, if given; atomic."""
+    if k <= 0 or k >= rows.shape[1]:
+        payload = {"index": index.long().cpu(), "values": rows.half().cpu()}
     else:
-        values, classes = logits.float().topk(k, dim=1)
+        values, classes = rows.float().topk(k, dim=1)
         payload = {"index": index.long().cpu(), "values": values.half().cpu(), "classes": classes.int().cpu()}
     if student_features is not None:
         payload["student"] = student_features.half().cpu()
+    os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, f"epoch_{epoch:03d}.rank{rank:03d}.pt")
     torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -76,7 +80,7 @@ def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, logit
 
 
 class TeacherCache:
-    """Reads cached teacher logits back as dense (B, N) fp32 rows on the device, one epoch in memory at a time."""
+    """Reads cached rows back as dense (B, width) fp32 rows on the device, one epoch in memory at a time."""
 
     def __init__(self, cache_dir: str, device: torch.device, expected: Optional[Dict[str, Any]] = None):
         self.cache_dir = cache_dir
@@ -85,7 +89,10 @@ class TeacherCache:
             check_meta(self.meta, expected, cache_dir)
         self.device = device
         self.num_images = int(self.meta["num_images"])
-        self.num_classes = int(self.meta["num_classes"])
+        self.kind = str(self.meta.get("kind", "logits"))
+        self.width = int(self.meta.get("width", 0))
+        if self.width <= 0:
+            raise TeacherCacheError(f"{os.path.join(cache_dir, META)} gives no row width: rebuild the cache.")
         self._epoch: Optional[int] = None
         self._rows: Optional[torch.Tensor] = None
         self._student: Optional[torch.Tensor] = None
@@ -95,7 +102,7 @@ class TeacherCache:
         if not shards:
             raise TeacherCacheError(f"The teacher cache at {self.cache_dir} has no shard for epoch {epoch + 1}; "
                                     f"it was built for {self.meta.get('epochs')} epochs.")
-        rows = torch.full((self.num_images, self.num_classes), float("-inf"), dtype=torch.float16)
+        rows = torch.full((self.num_images, self.width), float("-inf"), dtype=torch.float16)
         seen = torch.zeros(self.num_images, dtype=torch.bool)
         student = None
         for path in shards:
@@ -118,7 +125,7 @@ class TeacherCache:
         self._student = None if student is None else student.to(self.device)
 
     def lookup(self, epoch: int, index: torch.Tensor) -> torch.Tensor:
-        """Teacher logits (B, N) in fp32 for the views ``index`` of ``epoch``."""
+        """The cached rows (B, width) in fp32 for the views ``index`` of ``epoch`` (logits or teacher features)."""
         if self._epoch != epoch:
             self._load_epoch(epoch)
         return self._rows[index.to(self.device)].float()
