@@ -20,7 +20,7 @@ from .config import add_keys, config_keys
 from .core.class_dictionary import load_class_dictionary
 from .core.clip_models import load_clip
 from .core.losses import symmetric_kl
-from .core.precision import resolve_precision
+from .core.precision import autocast, resolve_precision
 from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, IVLPPromptLearner, MaPLePromptLearner,
                                    PromptedCLIP, PromptLearner, VPTPromptLearner)
 from .core.selection import select_top_classes
@@ -139,7 +139,7 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
         logits = teacher.logits(images, self.model.logit_scale)
         if self.model.prompt_learner.has_vision_prompts:
             return logits, None
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.precision):  # as the training step computes them
             return logits, self.model.encode_image(images)
 
     def cache_topk(self) -> int:
