@@ -27,9 +27,10 @@ def test_views_are_keyed_by_seed_epoch_and_index():
     assert torch.allclose(out[0], torch.full((32, 32), (120 / 255 - 0.5) / 0.5), atol=1e-2)
 
 
-def test_shards_round_trip_full_and_topk(tmp_path):
+@pytest.mark.parametrize("scale", [20.0, 2.0])  # peaked rows (residual mass clamped) and flat ones
+def test_shards_round_trip_full_and_topk(tmp_path, scale):
     torch.manual_seed(0)
-    logits = torch.randn(6, 10) * 20
+    logits = torch.randn(6, 10) * scale
     full, top = str(tmp_path / "full"), str(tmp_path / "top")
     for folder, k in ((full, 10), (top, 3)):
         write_meta(folder, {"num_images": 6, "width": 10, "epochs": 1, "teacher": "t"})
@@ -38,8 +39,16 @@ def test_shards_round_trip_full_and_topk(tmp_path):
     rows = TeacherCache(full, torch.device("cpu")).lookup(0, torch.tensor([5, 0]))
     assert torch.allclose(rows, logits[[5, 0]].half().float())
     sparse = TeacherCache(top, torch.device("cpu")).lookup(0, torch.arange(6))
-    assert torch.equal(torch.isfinite(sparse).sum(1), torch.full((6,), 3))
-    assert torch.equal(sparse.argmax(1), logits.argmax(1))
+    assert torch.isfinite(sparse).all() and torch.equal(sparse.argmax(1), logits.argmax(1))
+    # top-3 classes keep their probabilities; the other 7 share the rest uniformly
+    p_full, p_top = logits.softmax(1), sparse.softmax(1)
+    kept = logits.topk(3, dim=1).indices
+    assert torch.allclose(p_top.gather(1, kept), p_full.gather(1, kept), atol=2e-2)
+    rest = torch.ones_like(p_top, dtype=torch.bool).scatter(1, kept, False)
+    expected_rest = (1 - p_full.gather(1, kept).sum(1)).clamp(min=1e-6) / 7
+    assert torch.allclose(p_top[rest].view(6, 7), expected_rest.unsqueeze(1).expand(6, 7), rtol=2e-2, atol=1e-9)
+    from trainers.core.losses import symmetric_kl
+    assert torch.isfinite(symmetric_kl(sparse, torch.randn(6, 10))[0])  # both KL directions stay finite
     with pytest.raises(TeacherCacheError, match="epoch 2"):
         TeacherCache(full, torch.device("cpu")).lookup(1, torch.tensor([0]))
     with pytest.raises(TeacherCacheError, match="no student image features"):
@@ -113,3 +122,35 @@ def test_cached_and_online_training_see_the_same_targets(tmp_path):
     with pytest.raises(Exception, match="other settings"):
         run_train_py(data, str(tmp_path / "other"), "KDPL_CoOp", seed=2,
                      opts=opts + ["TRAINER.KDPL.TEACHER_CACHE", cache])
+
+
+def test_topk_cache_trains_with_finite_losses_and_ca_needs_k_max(tmp_path):
+    pytest.importorskip("dassl", reason="Dassl.pytorch is not installed: Dassl integration tests skipped")
+    from datasets.synthetic import make_synthetic_dataset
+    from tests.dassl_runs import ROOT, TINY_CFG, run_train_py
+    from tools.build_teacher_cache import main as build_cache
+
+    data = str(tmp_path / "data")
+    make_synthetic_dataset(data, "eurosat", num_classes=6, per_class=4, size=40, seed=2)
+    opts = ["DATASET.NUM_SHOTS", "2", "DATASET.SUBSAMPLE_CLASSES", "base"]  # 3 base classes
+    args = ["--root", data, "--seed", "1", "--trainer", "KDPL_CoOp", "--dataset-config-file",
+            os.path.join(ROOT, "configs", "datasets", "eurosat.yaml"), "--config-file", TINY_CFG]
+    cache = str(tmp_path / "top1")
+    build_cache(args + ["--cache-dir", cache, "TRAINER.KDPL.CACHE_TOPK", "1"] + opts)
+    shard = torch.load(os.path.join(cache, "epoch_000.rank000.pt"), weights_only=True)
+    assert shard["values"].shape[1] == 1 and shard["classes"].shape[1] == 1 and "residual" in shard
+    # a rerun finds the cache complete and builds no teacher
+    assert build_cache(args + ["--cache-dir", cache, "TRAINER.KDPL.CACHE_TOPK", "1"] + opts) == cache
+    trainer = run_train_py(data, str(tmp_path / "run"), "KDPL_CoOp",
+                           opts=opts + ["TRAINER.KDPL.TEACHER_CACHE", cache])  # NaN/Inf would abort the run
+    assert trainer.teacher is None and os.path.isfile(os.path.join(str(tmp_path / "run"), "results.json"))
+    # a differently configured rebuild into the same folder is refused instead of mixing shards
+    with pytest.raises(Exception, match="other settings"):
+        build_cache(args + ["--cache-dir", cache, "--seed", "2"] + opts)
+
+    dictionary = tmp_path / "names.csv"
+    dictionary.write_text("ClassName\n" + "\n".join(f"thing {i}" for i in range(12)) + "\n")
+    with pytest.raises(ValueError, match="CACHE_TOPK 4 < K_MAX 8"):
+        build_cache(args + ["--cache-dir", str(tmp_path / "ca"), "TRAINER.KDPL.CACHE_TOPK", "4",
+                            "TRAINER.KDPL.CLASS_AGNOSTIC", "True", "TRAINER.KDPL.K_MAX", "8",
+                            "TRAINER.KDPL.CA_DICTIONARY", str(dictionary)] + opts)

@@ -143,7 +143,12 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
             return logits, self.model.encode_image(images)
 
     def cache_topk(self) -> int:
-        return int(self.kdpl.CACHE_TOPK)
+        k = int(self.kdpl.CACHE_TOPK)
+        if self.kdpl.CLASS_AGNOSTIC and 0 < k < int(self.kdpl.K_MAX):
+            raise ValueError(f"TRAINER.KDPL.CACHE_TOPK {k} < K_MAX {self.kdpl.K_MAX}: class-agnostic KDPL selects the "
+                             "teacher's K_MAX most probable classes per batch, a ranking a top-k cache does not keep "
+                             "beyond k. Set CACHE_TOPK >= K_MAX (or 0 for whole rows).")
+        return k
 
     def build_teacher(self) -> Optional[FrozenTeacher]:
         return None if self.open_teacher_cache() is not None else self.build_online_teacher()

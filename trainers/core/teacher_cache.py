@@ -13,13 +13,16 @@ length. ``student`` holds the student's own image features of the same views whe
 CoCoOp), so a cached step runs neither image tower.
 
 A logits row with ``k`` equal to the number of classes is stored whole (exact up to fp16); with a smaller ``k`` only
-each view's top-k logits are kept (FKD's soft labels) and the rest read back as ``-inf`` (probability 0). Several
-processes (``torchrun``, several nodes) write disjoint shards of the same epoch; the reader merges them.
+each view's top-k logits and the probability mass of the other classes are kept (FKD's soft labels): read back, the
+top-k classes keep their probabilities and the other classes share the remaining mass uniformly, so no probability
+is 0 and both directions of KDPL's symmetric KL stay finite. Several processes (``torchrun``, several nodes) write
+disjoint shards of the same epoch; the reader merges them.
 """
 from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 from typing import Any, Dict, Optional
@@ -29,6 +32,8 @@ from torch.nn import functional as F
 
 META = "meta.json"
 _SHARD = re.compile(r"epoch_(\d+)\.rank(\d+)\.pt$")
+#: smallest probability mass left to the classes outside a view's top-k (keeps their logits finite)
+MIN_RESIDUAL_MASS = 1e-6
 
 
 class TeacherCacheError(RuntimeError):
@@ -69,7 +74,8 @@ def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, rows:
         payload = {"index": index.long().cpu(), "values": rows.half().cpu()}
     else:
         values, classes = rows.float().topk(k, dim=1)
-        payload = {"index": index.long().cpu(), "values": values.half().cpu(), "classes": classes.int().cpu()}
+        payload = {"index": index.long().cpu(), "values": values.half().cpu(), "classes": classes.int().cpu(),
+                   "residual": 1.0 - rows.float().softmax(dim=1).gather(1, classes).sum(dim=1).cpu()}
     if student_features is not None:
         payload["student"] = student_features.half().cpu()
     os.makedirs(cache_dir, exist_ok=True)
@@ -77,6 +83,15 @@ def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, rows:
     torch.save(payload, path + ".tmp")
     os.replace(path + ".tmp", path)
     return path
+
+
+def residual_logits(top_values: torch.Tensor, residual: torch.Tensor, width: int) -> torch.Tensor:
+    """The logit f each class outside a row's top-k gets so that together they hold the row's ``residual``
+    probability mass (clamped to [MIN_RESIDUAL_MASS, 1 - MIN_RESIDUAL_MASS]), shared uniformly, while the top-k keep
+    their relative probabilities: (N-k) e^f / (sum e^v + (N-k) e^f) = r."""
+    r = residual.float().clamp(MIN_RESIDUAL_MASS, 1.0 - MIN_RESIDUAL_MASS)
+    rest = max(width - top_values.shape[1], 1)
+    return torch.log(r / (1 - r)) + top_values.float().logsumexp(dim=1) - math.log(rest)
 
 
 class TeacherCache:
@@ -109,6 +124,7 @@ class TeacherCache:
             shard = torch.load(path, map_location="cpu", weights_only=True)
             index = shard["index"]
             if "classes" in shard:
+                rows[index] = residual_logits(shard["values"], shard["residual"], self.width).half().unsqueeze(1)
                 rows[index.unsqueeze(1), shard["classes"].long()] = shard["values"]
             else:
                 rows[index] = shard["values"]
