@@ -154,3 +154,30 @@ def test_topk_cache_trains_with_finite_losses_and_ca_needs_k_max(tmp_path):
         build_cache(args + ["--cache-dir", str(tmp_path / "ca"), "TRAINER.KDPL.CACHE_TOPK", "4",
                             "TRAINER.KDPL.CLASS_AGNOSTIC", "True", "TRAINER.KDPL.K_MAX", "8",
                             "TRAINER.KDPL.CA_DICTIONARY", str(dictionary)] + opts)
+
+
+def test_builder_shards_by_rank_like_torchrun(tmp_path, monkeypatch):
+    """Two ranks (RANK / WORLD_SIZE as torchrun sets them) write disjoint shards whose union equals one process's."""
+    pytest.importorskip("dassl", reason="Dassl.pytorch is not installed: Dassl integration tests skipped")
+    from datasets.synthetic import make_synthetic_dataset
+    from tests.dassl_runs import ROOT, TINY_CFG
+    from tools.build_teacher_cache import main as build_cache
+
+    data = str(tmp_path / "data")
+    make_synthetic_dataset(data, "eurosat", num_classes=4, per_class=5, size=40, seed=4)
+    args = ["--root", data, "--seed", "1", "--trainer", "KDPL_CoOp", "--dataset-config-file",
+            os.path.join(ROOT, "configs", "datasets", "eurosat.yaml"), "--config-file", TINY_CFG, "--epochs", "1",
+            "DATASET.NUM_SHOTS", "4"]
+    single, sharded = str(tmp_path / "single"), str(tmp_path / "sharded")
+    build_cache(args[:-2] + ["--cache-dir", single] + args[-2:])
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        build_cache(args[:-2] + ["--cache-dir", sharded, "--output-dir", str(tmp_path / f"cfg{rank}")] + args[-2:])
+    parts = [torch.load(os.path.join(sharded, f"epoch_000.rank00{r}.pt"), weights_only=True) for r in (0, 1)]
+    index = [set(p["index"].tolist()) for p in parts]
+    assert not index[0] & index[1] and len(index[0] | index[1]) == 16
+    one = TeacherCache(single, torch.device("cpu")).lookup(0, torch.arange(16))
+    two = TeacherCache(sharded, torch.device("cpu")).lookup(0, torch.arange(16))
+    assert torch.allclose(one, two, atol=2e-2) and float(one.abs().max()) > 0
+    assert TeacherCache(sharded, torch.device("cpu")).meta["world_size"] == 2
