@@ -12,7 +12,7 @@ pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (install it 
                                     "PromptKD Dassl integration tests skipped")
 
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
-from tests.dassl_runs import LabelGuardBatch, ROOT, interrupt_at_epoch, run_train_py  # noqa: E402
+from tests.dassl_runs import LabelGuardBatch, ROOT, first_batch_losses, interrupt_at_epoch, run_train_py  # noqa: E402
 
 TEACHER_CFG = os.path.join(ROOT, "configs", "trainers", "PromptKD_Teacher", "tiny_vit_wide_ep2_cpu.yaml")
 STUDENT_CFG = os.path.join(ROOT, "configs", "trainers", "PromptKD", "tiny_vit_ep2_cpu.yaml")
@@ -267,18 +267,9 @@ def test_cached_and_online_distillation_see_the_same_targets(data, teacher_dir, 
 
     cached.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
     for epoch in (0, 1):
-        losses, images = [], None
-        for trainer in (online, cached):
-            trainer.epoch = epoch
-            trainer.before_epoch()
-            trainer.set_model_mode("eval")  # the projector's BatchNorm: same statistics in both runs
-            batch = next(iter(torch.utils.data.DataLoader(trainer.train_loader_x.dataset, batch_size=8)))
-            images = trainer.parse_batch_train(batch)
-            with torch.no_grad():
-                losses.append(trainer.compute_loss(images)[0])
-        online_loss, cached_loss = losses
+        (online_loss, cached_loss), images = first_batch_losses((online, cached), epoch, eval_mode=True)
         assert float(online_loss) > 0
-        assert torch.allclose(online_loss, cached_loss, rtol=5e-3, atol=1e-3), (epoch, losses)
+        assert torch.allclose(online_loss, cached_loss, rtol=5e-3, atol=1e-3), (epoch, online_loss, cached_loss)
         with torch.no_grad():
             assert torch.allclose(cached.cached_rows(), online.teacher.encode_image(images), atol=2e-3)
 

@@ -83,7 +83,7 @@ def test_incomplete_or_mismatched_cache_is_refused(tmp_path):
 def test_cached_and_online_training_see_the_same_targets(tmp_path):
     pytest.importorskip("dassl", reason="Dassl.pytorch is not installed: Dassl integration tests skipped")
     from datasets.synthetic import make_synthetic_dataset
-    from tests.dassl_runs import ROOT, TINY_CFG, run_train_py
+    from tests.dassl_runs import ROOT, TINY_CFG, first_batch_losses, run_train_py
     from tools.build_teacher_cache import main as build_cache
 
     data = str(tmp_path / "data")
@@ -104,17 +104,9 @@ def test_cached_and_online_training_see_the_same_targets(tmp_path):
     for trainer in (online, cached):
         trainer.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
     for epoch in (0, 1):
-        losses = []
-        for trainer in (online, cached):
-            trainer.epoch = epoch
-            trainer.before_epoch()
-            batch = next(iter(torch.utils.data.DataLoader(trainer.train_loader_x.dataset, batch_size=8)))
-            images = trainer.parse_batch_train(batch)
-            with torch.no_grad():
-                losses.append(trainer.compute_loss(images)[0])
-        online_loss, cached_loss = losses
+        (online_loss, cached_loss), images = first_batch_losses((online, cached), epoch)
         assert float(online_loss) > 0
-        assert torch.allclose(online_loss, cached_loss, rtol=5e-3, atol=1e-4), (epoch, losses)
+        assert torch.allclose(online_loss, cached_loss, rtol=5e-3, atol=1e-4), (epoch, online_loss, cached_loss)
         features = cached.cached_student_features()
         with torch.no_grad():
             assert torch.allclose(features, online.model.encode_image(images), atol=2e-3)
