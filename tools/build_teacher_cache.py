@@ -57,11 +57,12 @@ def main(argv: Optional[List[str]] = None) -> str:
     epochs = args.epochs or trainer.max_epoch
     topk = trainer.cache_topk()
     meta = {**trainer.cache_meta(), "epochs": epochs, "topk": topk, "world_size": world}
-    if os.path.isfile(os.path.join(cache_dir, META)):  # resuming: never mix shards of different settings
+    resuming = os.path.isfile(os.path.join(cache_dir, META))
+    if resuming:  # never mix shards of different settings
         check_meta(read_meta(cache_dir), meta, cache_dir)
     shards = [os.path.join(cache_dir, f"epoch_{epoch:03d}.rank{rank:03d}.pt") for epoch in range(epochs)]
     todo = [epoch for epoch in range(epochs) if not os.path.isfile(shards[epoch])]
-    if not todo and os.path.isfile(os.path.join(cache_dir, META)):
+    if resuming and not todo:
         print(f"The teacher cache at {cache_dir} is complete for rank {rank} ({epochs} epochs); nothing to do")
         return cache_dir
     teacher = trainer.build_online_teacher().to(trainer.device)

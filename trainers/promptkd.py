@@ -385,15 +385,15 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         if self.open_teacher_cache() is None:
             return self.build_online_teacher()
         folder = self.kd.TEACHER_CACHE
-        expected_sha = sha256_of(resolve_teacher_checkpoint(self.kd.TEACHER_CKPT)) if self.kd.TEACHER_CKPT else ""
-        record = load_class_vectors(folder, self.all_classnames, expected_sha)
+        # the cache's teacher hash (already checked against TEACHER_CKPT when one is configured) must be W's too
+        record = load_class_vectors(folder, self.all_classnames, self.teacher_cache.meta.get("teacher_sha256", ""))
         self.model.set_class_vectors(record["class_vectors"])
         self.teacher_scale = torch.tensor(float(record["logit_scale"]), device=self.device)
         self.teacher_info = {"checkpoint": record.get("checkpoint", ""), "sha256": record.get("checkpoint_sha256", ""),
                              "backbone": record.get("backbone", ""), "teacher_cache": folder}
         print(f"Class vectors W {tuple(record['class_vectors'].shape)} and the teacher's logit scale "
               f"{float(self.teacher_scale):.4f} read from the cache at {folder}")
-        self.save_class_vectors(self.model.class_vectors, record.get("template", ""))
+        self.store_class_vectors(self.model.class_vectors, record.get("template", ""))
         return None
 
     def build_online_teacher(self) -> PromptedTeacher:
@@ -412,10 +412,10 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
             print(f"Class vectors W {tuple(teacher.class_features.shape)} computed once from the teacher's prompted "
                   f"text encoder ({self.timings['class_vectors_s']:.1f}s); it never runs again")
         self.model.set_class_vectors(teacher.class_features)
-        self.save_class_vectors(teacher.class_features, teacher.prompt_template)
+        self.store_class_vectors(teacher.class_features, teacher.prompt_template)
         return teacher
 
-    def save_class_vectors(self, vectors: torch.Tensor, template: str, folder: str = "", **info: Any) -> str:
+    def store_class_vectors(self, vectors: torch.Tensor, template: str, folder: str = "", **info: Any) -> str:
         """W and the teacher's provenance as ``class_vectors.pt`` (in the output dir: what --eval-only reads)."""
         t = self.teacher_info
         return save_class_vectors(osp.join(folder or self.output_dir, CLASS_VECTORS_FILE), vectors,
@@ -439,7 +439,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         return teacher.encode_image(images), None
 
     def write_cache_files(self, cache_dir: str, teacher: PromptedTeacher) -> None:
-        self.save_class_vectors(teacher.class_features, teacher.prompt_template, folder=cache_dir,
+        self.store_class_vectors(teacher.class_features, teacher.prompt_template, folder=cache_dir,
                                 logit_scale=float(teacher.logit_scale))
 
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
