@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from dassl.data.datasets import DatasetBase
 
-from .cache import check_cached_paths, find_cached, load_pickle, write_cache
+from .cache import check_cached_paths, find_cached, load_cache, write_cache
 from .config import dataset_option
 from .core import SPECS_BY_NAME, DatasetSpec, Splits, dataset_paths, read_benchmark, read_imagenet
-from .dassl_base import (PipelineMixin, cfg_cache_dirs, dataset_root, from_datum, register_dataset, to_datum,
-                         verify_images)
+from .dassl_base import PipelineMixin, cfg_cache_dirs, dataset_root, register_dataset, verify_images
 
 __all__ = ["BenchmarkDataset", "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101",
            "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch",
@@ -47,19 +46,18 @@ class BenchmarkDataset(PipelineMixin, DatasetBase):
                      val_is_test=spec.kind == "imagenet", few_shot=few_shot)
 
     def _imagenet_lists(self, cfg) -> Splits:
-        """ImageNet lists, cached in CoOp's ``preprocessed.pkl`` ({"train", "test"} of Datum) when writable."""
+        """ImageNet lists, cached as ``preprocessed.json`` when writable (CoOp's ``preprocessed.pkl`` is read too)."""
         dirs = cfg_cache_dirs(cfg, self.dataset_dir, subdir="")
         path = find_cached(PREPROCESSED, dirs)
         if path is not None:
             print(f"Loading preprocessed ImageNet lists from {path}")
-            data = load_pickle(path)
-            train, test = from_datum(data["train"]), from_datum(data["test"])
+            data = load_cache(path, ("train", "test"))
+            train, test = data["train"], data["test"]
             probe = train[:: max(1, len(train) // 50)] + test[:: max(1, len(test) // 50)]
             check_cached_paths(probe, path)
             return Splits(train, test, test)
         splits = read_imagenet(self.dataset_dir, self.spec)
-        write_cache({"train": to_datum(splits.train), "test": to_datum(splits.test)}, PREPROCESSED, dirs,
-                    what="ImageNet lists")
+        write_cache({"train": splits.train, "test": splits.test}, PREPROCESSED, dirs, what="ImageNet lists")
         return splits
 
 

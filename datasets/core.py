@@ -22,7 +22,7 @@ __all__ = [
     "DatasetError", "DatasetNotFoundError", "SplitGenerationError",
     "COOP_DATASETS_MD", "HF_REUPLOAD",
     "PACS_CLASSNAMES", "VLCS_CLASSNAMES", "VISDA17_CLASSNAMES", "IMAGECLEF_CLASSNAMES", "IMAGECLEF_DOMAINS",
-    "dataset_paths", "require_dir", "require_file", "list_dirs", "list_files",
+    "dataset_paths", "locate_dataset", "require_dir", "require_file", "list_dirs", "list_files",
     "read_split_json", "write_split_json", "read_classnames_txt", "read_fgvc_aircraft",
     "read_imagenet", "read_imagenet_variant", "read_class_folders", "read_benchmark",
     "read_image_list", "read_imageclef", "read_image_folder",
@@ -241,6 +241,20 @@ def dataset_paths(spec: DatasetSpec, root: str) -> Tuple[str, str]:
     image_dir = os.path.join(dataset_dir, spec.image_dir) if spec.image_dir else dataset_dir
     require_dir(image_dir, f"{spec.name} image directory", spec)
     return dataset_dir, image_dir
+
+
+def locate_dataset(path: str) -> Optional[Tuple[DatasetSpec, str]]:
+    """(spec, DATASET.ROOT) of the SPECS dataset whose image folder holds ``path``, else None.
+
+    Inverts :func:`dataset_paths` so that an error about one file can name the dataset and root to check.
+    """
+    parts = os.path.abspath(path).split(os.sep)
+    for spec in SPECS:
+        inner = [spec.folder] + ([p for p in spec.image_dir.split("/") if p] if spec.image_dir else [])
+        for i in range(len(parts) - len(inner) - 1, 0, -1):  # the innermost match; the file name is not a folder
+            if parts[i:i + len(inner)] == inner:
+                return spec, os.sep.join(parts[:i]) or os.sep
+    return None
 
 
 def list_dirs(path: str) -> List[str]:

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 import _dataset_fixtures  # noqa: F401  (repository root on sys.path)
-from datasets.cache import (FewShotCacheError, atomic_pickle_dump, atomic_write_bytes, cache_dirs, cached_few_shot,
-                            fallback_root, fewshot_cache_name, find_cached, load_pickle, write_cache)
+from datasets.cache import (FewShotCacheError, atomic_write_bytes, cache_dirs, cached_few_shot, encode_item_lists,
+                            fallback_root, fewshot_cache_name, find_cached, load_cache, load_pickle, write_cache)
 from datasets.config import DATASET_DEFAULTS, add_dataset_config, dataset_option
 from datasets.core import (HF_REUPLOAD, IMAGECLEF_CLASSNAMES, SPECS, SPECS_BY_KEY, DatasetError,
                            DatasetNotFoundError, Item, SplitGenerationError, check_label_names, get_spec,
@@ -295,8 +295,8 @@ def test_few_shot_val_gets_at_most_4():
 # ------------------------------------------------------------------------------------------------------------------
 def test_atomic_write_replaces_and_cleans_up(tmp_path, monkeypatch):
     path = tmp_path / "sub" / "f.pkl"
-    atomic_pickle_dump({"a": 1}, str(path))
-    atomic_pickle_dump({"a": 2}, str(path))
+    atomic_write_bytes(str(path), pickle.dumps({"a": 1}))
+    atomic_write_bytes(str(path), pickle.dumps({"a": 2}))
     assert load_pickle(str(path)) == {"a": 2}
     assert os.listdir(path.parent) == ["f.pkl"]
 
@@ -344,13 +344,13 @@ def test_cached_few_shot_writes_reuses_and_falls_back(tmp_path, capsys):
         p.parent.mkdir(exist_ok=True)
         p.write_bytes(b"x")
         imgs.append(Item(str(p), i % 3, f"c{i % 3}"))
-    # normal case: CoOp file name inside the dataset folder
+    # normal case: CoOp's file name, as JSON, inside the dataset folder
     ok = tmp_path / "data2" / "eurosat"
     ok.mkdir(parents=True)
     random.seed(1)
     t, v = cached_few_shot(imgs, imgs[:6], 2, 1, cache_dirs(str(ok), None))
-    assert (ok / "split_fewshot" / "shot_2-seed_1.pkl").is_file()
-    assert load_pickle(str(ok / "split_fewshot" / "shot_2-seed_1.pkl")) == {"train": t, "val": v}
+    assert (ok / "split_fewshot" / "shot_2-seed_1.json").is_file()
+    assert load_cache(str(ok / "split_fewshot" / "shot_2-seed_1.json"), ("train", "val")) == {"train": t, "val": v}
     # read-only dataset folder: falls back and says so, then reuses the fallback file without sampling
     ds = _blocked_dataset_dir(tmp_path)
     dirs = cache_dirs(str(ds), str(tmp_path / "fallback"))
@@ -358,7 +358,7 @@ def test_cached_few_shot_writes_reuses_and_falls_back(tmp_path, capsys):
     random.seed(1)
     t1, v1 = cached_few_shot(imgs, imgs[:6], 2, 1, dirs)
     out = capsys.readouterr().out
-    fb = tmp_path / "fallback" / "eurosat" / "split_fewshot" / "shot_2-seed_1.pkl"
+    fb = tmp_path / "fallback" / "eurosat" / "split_fewshot" / "shot_2-seed_1.json"
     assert fb.is_file() and f"fallback {fb}" in out and str(ds / "split_fewshot") in out
     assert (t1, v1) == (t, v)  # same seed, same subset
     state = random.getstate()
@@ -377,21 +377,20 @@ def test_read_only_dataset_folder_permissions(tmp_path):
     os.chmod(ds, 0o555)
     try:
         path = write_cache({"train": []}, "shot_1-seed_1.pkl", cache_dirs(str(ds), str(tmp_path / "fb")))
-        assert path == str(tmp_path / "fb" / "dtd" / "split_fewshot" / "shot_1-seed_1.pkl")
+        assert path == str(tmp_path / "fb" / "dtd" / "split_fewshot" / "shot_1-seed_1.json")
     finally:
         os.chmod(ds, 0o755)
 
 
-def test_cached_pickle_with_missing_images(tmp_path):
+def test_cached_lists_with_missing_images(tmp_path):
     ds = tmp_path / "eurosat"
     (ds / "split_fewshot").mkdir(parents=True)
-    pkl = ds / "split_fewshot" / "shot_1-seed_1.pkl"
-    with open(pkl, "wb") as f:
-        pickle.dump({"train": [Item("/moved/away/1.jpg", 0)], "val": []}, f)
+    cached = ds / "split_fewshot" / "shot_1-seed_1.json"
+    cached.write_bytes(encode_item_lists({"train": [Item("/moved/away/1.jpg", 0)], "val": []}))
     with pytest.raises(FewShotCacheError) as e:
         cached_few_shot([], [], 1, 1, cache_dirs(str(ds), None))
-    assert f"Delete {pkl}" in str(e.value) and "/moved/away/1.jpg" in str(e.value)
-    assert find_cached("shot_1-seed_1.pkl", cache_dirs(str(ds), None)) == str(pkl)
+    assert f"Delete {cached}" in str(e.value) and "/moved/away/1.jpg" in str(e.value)
+    assert find_cached("shot_1-seed_1.pkl", cache_dirs(str(ds), None)) == str(cached)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Every registered dataset built through Dassl's DataManager from synthetic trees (skipped without Dassl)."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -63,17 +64,17 @@ def test_builds_through_datamanager(tmp_path, name, layout):
 def test_few_shot_cache_written_at_coop_path_and_reused(tmp_path, capsys):
     make_synthetic_dataset(tmp_path, "eurosat", per_class=6)  # 6 train and 3 val images per class
     dm = build(make_cfg(tmp_path, "EuroSAT", num_shots=2, seed=3))
-    pkl = tmp_path / "eurosat" / "split_fewshot" / "shot_2-seed_3.pkl"
-    assert pkl.is_file()
-    with open(pkl, "rb") as f:
-        data = pickle.load(f)
-    assert set(data) == {"train", "val"} and len(data["train"]) == 20 and len(data["val"]) == 20
-    assert all(type(d) is Datum and os.path.isabs(d.impath) for d in data["train"] + data["val"])
-    assert [d.impath for d in data["train"]] == [d.impath for d in dm.dataset.train_x]
+    cached = tmp_path / "eurosat" / "split_fewshot" / "shot_2-seed_3.json"  # CoOp's name, written as JSON
+    assert cached.is_file()
+    data = json.loads(cached.read_text())
+    assert set(data) == {"format", "train", "val"} and len(data["train"]) == 20 and len(data["val"]) == 20
+    assert all(set(d) == {"impath", "label", "domain", "classname"} and os.path.isabs(d["impath"])
+               for d in data["train"] + data["val"])
+    assert [d["impath"] for d in data["train"]] == [d.impath for d in dm.dataset.train_x]
     capsys.readouterr()
     random.seed(12345)  # a different stream: the cached subset must still be used
     dm2 = DataManager(make_cfg(tmp_path, "EuroSAT", num_shots=2, seed=3))
-    assert f"Loading preprocessed few-shot data from {pkl}" in capsys.readouterr().out
+    assert f"Loading preprocessed few-shot data from {cached}" in capsys.readouterr().out
     assert [d.impath for d in dm2.dataset.train_x] == [d.impath for d in dm.dataset.train_x]
 
 
@@ -121,11 +122,10 @@ def test_imagenet_cache_and_val_is_test(tmp_path, capsys):
     make_synthetic_dataset(tmp_path, "imagenet", num_classes=4, per_class=3)
     ds = build(make_cfg(tmp_path, "ImageNet", num_shots=2)).dataset
     assert ds.val is ds.test and len(ds.train_x) == 8
-    with open(tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_1.pkl", "rb") as f:
-        assert set(pickle.load(f)) == {"train"}  # CoOp's ImageNet cache holds train only
-    with open(tmp_path / "imagenet" / "preprocessed.pkl", "rb") as f:
-        pre = pickle.load(f)
-    assert set(pre) == {"train", "test"} and len(pre["train"]) == 12 and type(pre["test"][0]) is Datum
+    fewshot = json.loads((tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_1.json").read_text())
+    assert set(fewshot) == {"format", "train"}  # CoOp's ImageNet cache holds train only
+    pre = json.loads((tmp_path / "imagenet" / "preprocessed.json").read_text())
+    assert set(pre) == {"format", "train", "test"} and len(pre["train"]) == 12 and len(pre["test"]) == len(ds.test)
     capsys.readouterr()
     again = build(make_cfg(tmp_path, "ImageNet")).dataset
     assert "Loading preprocessed ImageNet lists" in capsys.readouterr().out and len(again.train_x) == 12
@@ -137,19 +137,19 @@ def test_read_only_dataset_folder_falls_back_to_output_dir(tmp_path, capsys):
     cfg = make_cfg(tmp_path / "data", "EuroSAT", num_shots=1)
     cfg.OUTPUT_DIR = str(tmp_path / "out")
     build(cfg)
-    fb = tmp_path / "out" / "data_cache" / "eurosat" / "split_fewshot" / "shot_1-seed_1.pkl"
+    fb = tmp_path / "out" / "data_cache" / "eurosat" / "split_fewshot" / "shot_1-seed_1.json"
     assert fb.is_file() and "fallback" in capsys.readouterr().out
     cfg2 = make_cfg(tmp_path / "data", "EuroSAT", num_shots=1, FEWSHOT_CACHE_DIR=str(tmp_path / "cachedir"))
     build(cfg2)
-    assert (tmp_path / "cachedir" / "eurosat" / "split_fewshot" / "shot_1-seed_1.pkl").is_file()
+    assert (tmp_path / "cachedir" / "eurosat" / "split_fewshot" / "shot_1-seed_1.json").is_file()
 
 
 def test_moved_data_root_with_old_cache_gives_clear_error(tmp_path):
     make_synthetic_dataset(tmp_path / "a", "eurosat", num_classes=2, per_class=3)
     build(make_cfg(tmp_path / "a", "EuroSAT", num_shots=1))
     os.rename(tmp_path / "a", tmp_path / "b")  # $DATA moved: the cached absolute paths are stale
-    pkl = tmp_path / "b" / "eurosat" / "split_fewshot" / "shot_1-seed_1.pkl"
-    with pytest.raises(FewShotCacheError, match=f"{tmp_path / 'a'}.*Delete {pkl}"):
+    cached = tmp_path / "b" / "eurosat" / "split_fewshot" / "shot_1-seed_1.json"
+    with pytest.raises(FewShotCacheError, match=f"{tmp_path / 'a'}.*Delete {cached}"):
         build(make_cfg(tmp_path / "b", "EuroSAT", num_shots=1))
 
 
@@ -182,7 +182,7 @@ def test_domain_datasets_domains_and_few_shot_tag(tmp_path):
     ds = build(cfg).dataset
     assert ds.num_classes == 6 and ds.classnames == ["aeroplane", "bike", "bird", "boat", "bottle", "bus"]
     assert len(ds.train_x) == 12 and {d.domain for d in ds.test} == {0, 1} and len(ds.test) == 2 * 6 * 3
-    assert (tmp_path / "image_clef" / "split_fewshot" / "shot_2-seed_1-src_c.pkl").is_file()
+    assert (tmp_path / "image_clef" / "split_fewshot" / "shot_2-seed_1-src_c.json").is_file()
 
 
 def test_subsample_value_is_validated(tmp_path):
