@@ -17,10 +17,14 @@ from dassl.data.datasets import DATASET_REGISTRY, Datum, DatasetBase  # noqa: E4
 from .cache import FEWSHOT_SUBDIR, cache_dirs, cached_few_shot, fallback_root  # noqa: E402
 from .config import dataset_option  # noqa: E402
 from .core import DatasetNotFoundError, Item  # noqa: E402
-from .sampling import subsample_classes  # noqa: E402
+from .image_io import install_image_reader  # noqa: E402
+from .sampling import shots_used, subsample_classes  # noqa: E402
 
 __all__ = ["to_datum", "from_datum", "verify_images", "register_dataset", "PipelineMixin", "dataset_root",
            "cfg_cache_dirs"]
+
+# Dassl's loaders read images through our reader: an undecodable file fails at once, naming itself and the data check.
+install_image_reader()
 
 
 def from_datum(datums: Sequence) -> List[Item]:
@@ -94,7 +98,7 @@ class PipelineMixin:
         if few_shot and num_shots >= 1:
             dirs = cfg_cache_dirs(cfg, dataset_dir)
             train, val = cached_few_shot(train, val, num_shots, cfg.SEED, dirs, tag=cache_tag,
-                                         with_val=not val_is_test, encode=to_datum, decode=from_datum)
+                                         with_val=not val_is_test)
         subsample = dataset_option(cfg, "SUBSAMPLE_CLASSES")
         if val_is_test:
             train, test = subsample_classes(train, test, subsample=subsample)
@@ -103,6 +107,8 @@ class PipelineMixin:
             train, val, test = subsample_classes(train, val, test, subsample=subsample)
         if not train:
             raise DatasetNotFoundError(f"{type(self).__name__}: the training list is empty under {dataset_dir}.")
+        asked = num_shots if few_shot else 0
+        self.shots_used = shots_used(train, asked, type(self).__name__)  # read by trainers into results.json
         test_d = to_datum(test)
         val_d = test_d if val_is_test else (to_datum(val) if val else None)
         DatasetBase.__init__(self, train_x=to_datum(train), train_u=train_u, val=val_d, test=test_d)

@@ -6,18 +6,22 @@ CoOp, CoCoOp, MaPLe, PromptSRC, PromptKD and KDPL (protocols.md §2-3):
 * few-shot = Dassl ``DatasetBase.generate_fewshot_dataset`` (Python's *global* ``random``, labels in first-seen
   order, ``random.sample`` per label, all items or ``random.choices`` when a class is short);
 * base/new = CoOp ``OxfordPets.subsample_classes`` (sorted labels of the first list, m = ceil(n/2), relabel).
+
+Dassl keeps every image of a class that has fewer than K (no repetition), so a "16-shot" run on a dataset with 8
+images per class trains on 8: :func:`shots_used` measures what was taken and says so (the number goes into
+``results.json`` as ``shots_used`` and the results tables flag it).
 """
 from __future__ import annotations
 
 import math
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Dict, List, Sequence, Tuple
 
 from .core import Item
 
 __all__ = ["SUBSAMPLE_CHOICES", "group_by_label", "sample_few_shot", "few_shot_splits", "subsample_classes",
-           "base_new_labels", "VAL_SHOTS_CAP"]
+           "base_new_labels", "shots_used", "VAL_SHOTS_CAP"]
 
 SUBSAMPLE_CHOICES = ("all", "base", "new")
 VAL_SHOTS_CAP = 4  # CoOp: the val split gets min(K, 4) items per class
@@ -59,6 +63,26 @@ def few_shot_splits(train: Sequence, val: Sequence, num_shots: int, rng=None) ->
         return train_k, []
     print(f"Creating a {min(num_shots, VAL_SHOTS_CAP)}-shot dataset")
     return train_k, sample_few_shot(val, min(num_shots, VAL_SHOTS_CAP), rng=rng)
+
+
+def shots_used(items: Sequence, num_shots: int, dataset: str = "dataset") -> Dict[str, int]:
+    """Images per class actually in ``items`` as ``{"min": a, "max": b}``; prints a warning when a few-shot run
+    (``num_shots >= 1``) has classes with fewer than ``num_shots`` images, naming the dataset and the classes.
+
+    ``items`` are Items or Dassl Datums (``label`` and ``classname``); an empty list gives ``{"min": 0, "max": 0}``.
+    """
+    counts = Counter(it.label for it in items)
+    record = {"min": min(counts.values(), default=0), "max": max(counts.values(), default=0)}
+    short = sorted(label for label, n in counts.items() if n < num_shots) if num_shots >= 1 else []
+    if short:
+        names = {it.label: it.classname for it in items}
+        shown = ", ".join(f"{names[label] or label} ({counts[label]})" for label in short[:5])
+        more = f", ... ({len(short) - 5} more)" if len(short) > 5 else ""
+        print(f"WARNING: {dataset}: DATASET.NUM_SHOTS is {num_shots} but {len(short)} of {len(counts)} classes have "
+              f"fewer training images: {shown}{more}. Training uses {record['min']}-{record['max']} images per "
+              f"class (recorded as shots_used in results.json); lower NUM_SHOTS to {record['min']} for a true "
+              f"{record['min']}-shot run.")
+    return record
 
 
 def base_new_labels(labels: Sequence[int], subsample: str) -> List[int]:

@@ -95,8 +95,8 @@ def test_accuracy_regex_accepts_exponents(tmp_path: Path) -> None:
 def test_results_json_wins_over_log(tmp_path: Path) -> None:
     write_log(tmp_path, 80.1)
     write_json(tmp_path, 80.1234567)
-    accuracy, source, info = R.read_run(tmp_path)
-    assert accuracy == 80.1234567 and source == "results.json" and info["regime"] == REGIME
+    accuracy, source, info, problem = R.read_run(tmp_path)
+    assert accuracy == 80.1234567 and source == "results.json" and info["regime"] == REGIME and problem == ""
 
 
 def test_resumed_run_reads_newest_stamped_log(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_base2new_table(tmp_path: Path, via_log: bool) -> None:
     build_b2n(tmp_path, via_log=via_log)
     tables, scan = R.build_tables(tmp_path, "base2new")
     (table,) = tables
-    assert not scan.warnings and not scan.incomplete
+    assert not scan.warnings and not scan.incomplete and not table.warnings and "Warnings" not in table.markdown
     means = {}
     for dataset, seeds in B2N.items():
         (row,) = rows_by(table, dataset=dataset)
@@ -202,7 +202,9 @@ def test_promptkd_reference_train_log_is_not_base(tmp_path: Path) -> None:
     write_log(b2n_dir(tmp_path, "test_new", "dtd", 1, tag="PromptKD", shots=0), 60.0, end=None, training=False)
     (table,), _ = R.build_tables(tmp_path, "base2new")
     (row,) = rows_by(table, dataset="dtd")
-    assert row["base_mean"] is None and row["hm"] is None and row["new_mean"] == 60.0
+    # seed 1 has no base accuracy, so it is in no mean (its new value is shown per seed, marked left out)
+    assert row["base_mean"] is None and row["hm"] is None and row["new_mean"] is None and row["n"] == 0
+    assert "test_base missing" in row["excluded_seeds"][1] and "1: -/60.00 (left out)" in table.markdown
     assert not rows_by(table, dataset="Average")
 
 
@@ -339,8 +341,162 @@ def test_dfkd_per_domain(tmp_path: Path) -> None:
     (table,), _ = R.build_tables(tmp_path, "dfkd")
     assert rows_by(table, domain="photo")[0]["mean"] == pytest.approx(91.0)
     (mean,) = rows_by(table, domain="Mean")
-    assert mean["mean"] == pytest.approx(76.0) and mean["std"] == pytest.approx(1.0)
+    assert mean["mean"] == pytest.approx(76.0) and mean["std"] == pytest.approx(1.0) and mean["n"] == 2
     assert rows_by(table, domain="Overall")[0]["mean"] == pytest.approx(71.0)
+
+
+# --------------------------------------------------------------------------------------------- no silently wrong number
+
+
+def test_b2n_seed_missing_test_new_is_left_out_and_named(tmp_path: Path) -> None:
+    build_b2n(tmp_path)
+    missing = b2n_dir(tmp_path, "test_new", "eurosat", 2)
+    (missing / "results.json").unlink()
+    missing.rmdir()
+    (table,), scan = R.build_tables(tmp_path, "base2new")
+    (row,) = rows_by(table, dataset="eurosat")
+    complete = {1: (90.0, 60.0), 3: (92.0, 50.0)}  # seed 2 has no new accuracy
+    assert row["base_mean"] == pytest.approx(91.0)  # not the mean over seeds 1+2+3 (92.0)
+    assert row["base_seeds"] == {1: 90.0, 3: 92.0} and row["new_mean"] == pytest.approx(55.0)
+    assert row["n"] == row["base_n"] == row["new_n"] == 2
+    assert row["hm"] == pytest.approx(R.harmonic_mean(91.0, 55.0))
+    assert row["hm_seed_seeds"] == pytest.approx({s: R.harmonic_mean(b, n) for s, (b, n) in complete.items()})
+    assert f"test_new missing (expected {missing.resolve()})" in row["excluded_seeds"][2]
+    warning = next(w for w in table.warnings if "seed 2" in w)
+    assert "eurosat" in warning and str(missing.resolve()) in warning
+    (avg,) = rows_by(table, dataset="Average")  # from the complete seeds only
+    assert avg["base_mean"] == pytest.approx((91.0 + 79.0) / 2) and avg["new_mean"] == pytest.approx(55.0)
+    assert avg["same_seeds"] is False and avg["n"] == 2
+    assert any("different seeds (dtd: 1,2,3; eurosat: 1,3)" in w for w in table.warnings)
+    assert "2: 94.00/- (left out)" in table.markdown and "**Warnings**" in table.markdown
+    assert not scan.warnings  # nothing wrong with the files themselves
+
+
+def test_b2n_one_seed_shows_no_spread(tmp_path: Path) -> None:
+    write_json(b2n_dir(tmp_path, "test_base", "dtd", 1), 80.0)
+    write_json(b2n_dir(tmp_path, "test_new", "dtd", 1), 60.0)
+    (table,), _ = R.build_tables(tmp_path, "base2new")
+    (row,) = rows_by(table, dataset="dtd")
+    assert row["n"] == 1 and row["base_std"] is None and row["new_std"] is None
+    assert "±" not in table.markdown and "| 80.00 | 60.00 |" in table.markdown
+
+
+def test_b2n_unreadable_run_is_named_with_its_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_json(b2n_dir(tmp_path, "test_base", "dtd", 1), 80.0)
+    write_json(b2n_dir(tmp_path, "test_new", "dtd", 1), 60.0)
+    write_json(b2n_dir(tmp_path, "test_base", "dtd", 2), 70.0)
+    broken = b2n_dir(tmp_path, "test_new", "dtd", 2)
+    broken.mkdir(parents=True)
+    (broken / "results.json").write_text('{"accuracy": 61.2')  # truncated, and no log to fall back on
+    (table,), scan = R.build_tables(tmp_path, "base2new")
+    (row,) = rows_by(table, dataset="dtd")
+    assert row["base_mean"] == 80.0 and row["new_mean"] == 60.0 and row["n"] == 1
+    assert scan.incomplete == [broken.resolve()]
+    assert "results.json invalid JSON" in scan.problems[broken.resolve()]
+    assert f"test_new unreadable at {broken.resolve()}: results.json invalid JSON" in row["excluded_seeds"][2]
+    assert R.main([str(tmp_path), "--protocol", "base2new"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {broken.resolve()} skipped: results.json invalid JSON" in err
+    assert "seed 2 left out of every mean" in err
+    payload = json.loads((tmp_path / "results_base2new.json").read_text())
+    assert any("seed 2 left out" in w for w in payload["warnings"])
+    assert payload["incomplete"][0]["path"] == str(broken.resolve())
+
+
+@pytest.mark.parametrize("content,reason", [
+    ("{not json", "invalid JSON"),
+    ("[80.0]", "top level is a JSON list, not an object"),
+    ('{"split": "test"}', "no 'accuracy' field"),
+    ('{"accuracy": "80.1"}', "'accuracy' is '80.1', not a finite number"),
+    ('{"accuracy": NaN}', "'accuracy' is nan, not a finite number"),
+    ('{"accuracy": true}', "'accuracy' is True, not a finite number"),
+    ('{"accuracy": 180.0}', "'accuracy' is 180.0, outside 0-100"),
+    ('{"accuracy": 80.0, "domains": {"photo": null}}', "'domains.photo' is None"),
+    ('{"accuracy": 80.0, "regime": "none"}', "'regime' is 'none', expected a dict"),
+    ('{"accuracy": 80.0, "shots_used": {"min": 8}}', "'shots_used' is {'min': 8}"),
+])
+def test_corrupt_results_json_is_named_and_log_fallback_warned(tmp_path: Path, content: str, reason: str) -> None:
+    run = write_log(b2n_dir(tmp_path, "test_base", "dtd", 1), 80.1, end=None, training=False)
+    (run / "results.json").write_text(content)
+    write_json(b2n_dir(tmp_path, "test_new", "dtd", 1), 60.0)
+    (table,), scan = R.build_tables(tmp_path, "base2new")
+    assert rows_by(table, dataset="dtd")[0]["base_mean"] == pytest.approx(80.1)  # the log's one-decimal value
+    (warning,) = scan.warnings
+    assert warning.startswith(f"{run.resolve() / 'results.json'}: {reason}")
+    assert warning.endswith("using the one-decimal accuracy 80.1 from log.txt instead")
+
+
+def test_xd_seed_missing_a_target_is_left_out(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        write_json(xd_source_dir(tmp_path, seed), 60.0 + seed)
+        write_json(xd_eval_dir(tmp_path, "dtd", seed), 40.0 + seed)
+    write_json(xd_eval_dir(tmp_path, "eurosat", 1), 50.0)  # seed 2 never tested on EuroSAT
+    (table,), _ = R.build_tables(tmp_path, "xd")
+    assert rows_by(table, dataset="dtd")[0]["mean"] == pytest.approx(41.0)  # seed 1 only, not 41.5
+    assert rows_by(table, role="source")[0]["mean"] == pytest.approx(61.0)
+    (avg,) = rows_by(table, dataset="Average")
+    assert avg["mean"] == pytest.approx(45.5) and avg["n"] == 1 and avg["std"] is None
+    expected = xd_eval_dir(tmp_path, "eurosat", 2).resolve()
+    assert avg["excluded_seeds"] == {2: f"eurosat missing (expected {expected})"}
+    assert any("seed 2 left out" in w and str(expected) in w for w in table.warnings)
+
+
+def test_dfkd_n_counts_seeds_not_domains(tmp_path: Path) -> None:
+    base = tmp_path / "dfkd" / "pacs" / "DFKD_Mix" / "rn18"
+    write_json(base / "seed1", 70.0, domains={"art_painting": 60.0, "cartoon": 65.0, "photo": 90.0, "sketch": 50.0})
+    (table,), _ = R.build_tables(tmp_path, "dfkd")
+    (mean,) = rows_by(table, domain="Mean")
+    assert mean["mean"] == pytest.approx(66.25) and mean["n"] == 1 and mean["std"] is None
+    assert mean["domains"] == 4
+    assert "±" not in table.markdown and "| 66.25 | 70.00 | 1 |" in table.markdown
+
+
+def test_dfkd_seed_without_domains_is_left_out(tmp_path: Path) -> None:
+    base = tmp_path / "dfkd" / "pacs" / "DFKD_Mix" / "rn18"
+    write_json(base / "seed1", 70.0, domains={"photo": 90.0, "sketch": 50.0})
+    write_log(base / "seed2", 20.0)  # a log has no per-domain values
+    (table,), _ = R.build_tables(tmp_path, "dfkd")
+    assert rows_by(table, domain="Overall")[0]["mean"] == pytest.approx(70.0)  # not (70 + 20) / 2
+    (mean,) = rows_by(table, domain="Mean")
+    assert mean["mean"] == pytest.approx(70.0) and mean["n"] == 1 and set(mean["excluded_seeds"]) == {2}
+    assert any("domain 'photo' has no accuracy in" in w and "seed 2" in w for w in table.warnings)
+
+
+def test_fewer_shots_than_asked_is_flagged(tmp_path: Path) -> None:
+    short = tmp_path / "dtd" / "KDPL_CoOp" / "vit_b32_ctxv1_16shots"
+    write_json(short / "seed1", 50.0, num_shots=16, eval_only=False, shots_used={"min": 8, "max": 16})
+    write_json(short / "seed2", 52.0, num_shots=16, eval_only=False, shots_used={"min": 16, "max": 16})
+    (table,), _ = R.build_tables(tmp_path, "fewshot")
+    (row,) = rows_by(table, dataset="dtd", shots=16)
+    assert row["shots_used_min"] == 8 and "51.00 ± 1.00 †" in table.markdown
+    (warning,) = table.warnings
+    assert str((short / "seed1").resolve()) in warning and "asked for 16 shots but trained on 8-16" in warning
+
+
+def test_short_new_classes_of_an_eval_run_are_not_flagged(tmp_path: Path) -> None:
+    # test_new's training list is the new classes' sample, which nothing was trained on
+    write_json(b2n_dir(tmp_path, "train_base", "dtd", 1), 80.0, num_shots=16, eval_only=False,
+               shots_used={"min": 16, "max": 16})
+    write_json(b2n_dir(tmp_path, "test_new", "dtd", 1), 60.0, num_shots=16, eval_only=True,
+               shots_used={"min": 4, "max": 16})
+    (table,), _ = R.build_tables(tmp_path, "base2new")
+    assert rows_by(table, dataset="dtd")[0]["shots_used_min"] is None and not table.warnings
+    write_json(b2n_dir(tmp_path, "train_base", "dtd", 1), 80.0, num_shots=16, eval_only=False,
+               shots_used={"min": 8, "max": 8})
+    (table,), _ = R.build_tables(tmp_path, "base2new")
+    assert rows_by(table, dataset="dtd")[0]["shots_used_min"] == 8 and "| DTD † |" in table.markdown
+
+
+def test_fewshot_average_over_different_seeds_is_warned(tmp_path: Path) -> None:
+    for dataset, seeds in (("dtd", (1, 2)), ("eurosat", (1,))):
+        for seed in seeds:
+            write_json(tmp_path / dataset / "KDPL_CoOp" / "vit_b32_ctxv1_4shots" / f"seed{seed}", 50.0 + seed)
+    (table,), _ = R.build_tables(tmp_path, "fewshot")
+    (avg,) = rows_by(table, dataset="Average")
+    assert avg["mean"] == pytest.approx((51.5 + 51.0) / 2) and avg["std"] is None and avg["same_seeds"] is False
+    assert avg["n"] == 1 and avg["seeds"] == {}
+    assert table.warnings == ["fewshot KDPL_CoOp/vit_b32_ctxv1 4 shots: the Average combines datasets measured on "
+                              "different seeds (dtd: 1,2; eurosat: 1)"]
 
 
 # ----------------------------------------------------------------------------------------------- errors, CLI

@@ -21,6 +21,21 @@ by values inside files, so existing output trees of the reference repositories a
 * few-shot: ``DATASET/TAG/CFG_Kshots/seedS`` (and CoOp's ``.../CFG_Kshots/nctx*_csc*_ctp*/seedS``)
 * PromptKD per-target cross-dataset: ``DATASET/TAG/CFG_0shots/seedS``
 * DFKD: ``dfkd/DATASET/TAG/CFG/seedS`` with per-domain accuracies in ``results.json`` (``domains``)
+
+No silently wrong number (checks in ``tools/results_check.py``). A table combines several values per seed; a seed
+enters a group's means, std, HM and Average only when it has all of them ("complete seed"), and every other seed is
+named in a warning with the path of each missing or unreadable run:
+
+* base2new: a base accuracy (``test_base``, else the final test of ``train_base``) **and** ``test_new``;
+* xd / dg: every target any seed of the group has, plus the ImageNet source when any seed has one;
+* dfkd: every domain any seed of the group reports (a seed read from its log has no domains);
+* fewshot: one run per cell, so nothing to pair; an Average over datasets measured on different seeds is warned.
+
+``n`` is always the number of seeds (never targets or domains); with one seed no std is shown (``std`` empty in
+CSV/JSON). A results.json that is invalid JSON, lacks a numeric 0-100 ``accuracy`` or has wrong types is named with
+the reason; its run falls back to the one-decimal log value with a warning saying so, or, without a finished log, is
+unreadable. A training run whose ``shots_used.min`` is below the shots asked is marked † and warned. Warnings go to
+stderr, under each markdown table and into the JSON output.
 """
 from __future__ import annotations
 
@@ -44,6 +59,14 @@ from tools.datasets_table import (
     order_key,
     short_name,
     to_key,
+)
+from tools.results_check import (
+    complete_seeds,
+    describe_missing,
+    fewest_shots,
+    load_results_json,
+    mixed_seeds_warning,
+    seed_path,
 )
 
 PROTOCOLS: tuple[str, ...] = ("base2new", "xd", "dg", "fewshot", "dfkd")
@@ -104,7 +127,7 @@ class Run:
         domains = self.info.get("domains")
         if not isinstance(domains, dict):
             return {}
-        return {str(k): float(v) for k, v in domains.items() if _is_number(v)}
+        return {str(k): float(v) for k, v in domains.items()}  # validated by load_results_json
 
 
 @dataclass
@@ -116,10 +139,7 @@ class Scan:
     incomplete: list[Path] = field(default_factory=list)
     unrecognised: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    problems: dict[Path, str] = field(default_factory=dict)  # incomplete run dir -> why it has no usable result
 
 
 def classify(path: Path) -> dict[str, Any] | None:
@@ -158,18 +178,6 @@ def classify(path: Path) -> dict[str, Any] | None:
         return {**base, "layout": "per_dataset", "dataset": part(-5), "tag": part(-4),
                 "cfg": f"{cfg_shots.group(1)}/{part(-2)}", "shots": int(cfg_shots.group(2))}
     return None
-
-
-def read_results_json(path: Path) -> dict[str, Any] | None:
-    """Load a run's results.json; None if absent, unreadable or without a numeric accuracy."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or not _is_number(data.get("accuracy")):
-        return None
-    return data
 
 
 def _looks_eval_only(lines: Sequence[str]) -> bool:
@@ -224,16 +232,17 @@ def log_files(run_dir: Path) -> list[Path]:
     return [p for p in stamped if p.is_file()] + plain
 
 
-def read_run(run_dir: Path, test_log: bool = False) -> tuple[float | None, str, dict[str, Any]]:
-    """Accuracy, where it came from, and the results.json content (results.json first, logs second)."""
-    info = read_results_json(run_dir / "results.json")
+def read_run(run_dir: Path, test_log: bool = False) -> tuple[float | None, str, dict[str, Any], str]:
+    """Accuracy, where it came from, the results.json content (results.json first, logs second), and why
+    results.json was unusable ("" when it was fine or absent) so that a log fallback is never silent."""
+    info, problem = load_results_json(run_dir / "results.json")
     if info is not None:
-        return float(info["accuracy"]), "results.json", info
+        return float(info["accuracy"]), "results.json", info, ""
     for log in log_files(run_dir):
         value = parse_log(log, test_log=test_log)
         if value is not None:
-            return value, log.name, {}
-    return None, "", {}
+            return value, log.name, {}, problem
+    return None, "", {}, problem
 
 
 def _has_run_files(path: Path) -> bool:
@@ -272,10 +281,15 @@ def scan_tree(root: str | os.PathLike[str], test_log: bool = False) -> Scan:
         if where is None:
             scan.unrecognised.append(here)
             continue
-        accuracy, source, info = read_run(here, test_log=test_log)
+        accuracy, source, info, problem = read_run(here, test_log=test_log)
         if accuracy is None:
             scan.incomplete.append(here)
+            scan.problems[here] = (f"results.json {problem}, and no log has a final result" if problem else
+                                   "no final result yet (no results.json; no log reached the final test)")
             continue
+        if problem:
+            scan.warnings.append(f"{here / 'results.json'}: {problem}; using the one-decimal accuracy {accuracy} "
+                                 f"from {source} instead")
         run = Run(path=here, accuracy=accuracy, source=source, info=info,
                   **{**where, "dataset": to_key(where["dataset"])})
         _check_consistency(run, scan)
@@ -310,19 +324,19 @@ def harmonic_mean(base: float, new: float) -> float:
 
 
 def _mean_over(stats: Sequence[Stat]) -> Stat | None:
-    """Mean of several means (e.g. over targets).
+    """Mean of several means (e.g. over targets or domains); ``n`` counts seeds, not parts.
 
-    The std is over per-seed averages, and only when every part has the same seeds (otherwise NaN: a spread
-    over a subset of seeds would look more certain than it is).
+    The std and per-seed averages exist only when every part has the same seeds (otherwise NaN / empty, and n is
+    the fewest seeds of a part: a spread over a subset of seeds would look more certain than it is).
     """
     if not stats:
         return None
     seed_sets = [set(s.seeds) for s in stats]
-    common = set.intersection(*seed_sets)
-    per_seed = {seed: statistics.fmean(s.seeds[seed] for s in stats) for seed in sorted(common)}
-    same_seeds = all(seeds == common for seeds in seed_sets)
-    std = statistics.pstdev(per_seed.values()) if per_seed and same_seeds else float("nan")
-    return Stat(statistics.fmean(s.mean for s in stats), std, len(stats), per_seed)
+    same_seeds = all(seeds == seed_sets[0] for seeds in seed_sets)
+    per_seed = ({seed: statistics.fmean(s.seeds[seed] for s in stats) for seed in sorted(seed_sets[0])}
+                if same_seeds else {})
+    std = statistics.pstdev(per_seed.values()) if per_seed else float("nan")
+    return Stat(statistics.fmean(s.mean for s in stats), std, min(s.n for s in stats), per_seed)
 
 
 def regime_text(runs: Iterable[Run]) -> str:
@@ -349,11 +363,18 @@ def _sources(runs: Iterable[Run]) -> str:
 
 @dataclass
 class Table:
-    """One protocol's result: flat rows (CSV/JSON, full precision) and a markdown rendering."""
+    """One protocol's result: flat rows (CSV/JSON, full precision), a markdown rendering and its warnings."""
 
     protocol: str
     rows: list[dict[str, Any]]
     markdown: str
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def noted(cls, protocol: str, rows: list[dict[str, Any]], markdown: str, warnings: list[str]) -> Table:
+        """The table with its warnings listed under the markdown, so that a pasted table keeps its caveats."""
+        notes = "".join(f"\n- {w}" for w in warnings)
+        return cls(protocol, rows, markdown + (f"\n\n**Warnings**{notes}" if warnings else ""), list(warnings))
 
 
 GroupKey = tuple[str, str, Any]
@@ -392,8 +413,9 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _fmt_n(stats: Iterable[Stat | None]) -> str:
-    ns = sorted({s.n for s in stats if s is not None})
+def _fmt_n(items: Iterable[Stat | int | None]) -> str:
+    """Seed counts of several cells as "3" or, when they differ, "2-3"."""
+    ns = sorted({i.n if isinstance(i, Stat) else i for i in items if i is not None})
     return "-" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
 
 
@@ -404,9 +426,10 @@ def _md(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _stat_fields(stat: Stat | None, prefix: str = "") -> dict[str, Any]:
+    """Flat fields of a Stat; ``std`` is None (n/a) for one seed or a mean over parts with different seeds."""
     if stat is None:
         return {f"{prefix}mean": None, f"{prefix}std": None, f"{prefix}n": 0, f"{prefix}seeds": {}}
-    std = None if math.isnan(stat.std) else stat.std
+    std = None if stat.n < 2 or math.isnan(stat.std) else stat.std
     return {f"{prefix}mean": stat.mean, f"{prefix}std": std, f"{prefix}n": stat.n, f"{prefix}seeds": stat.seeds}
 
 
@@ -414,6 +437,10 @@ def _group_title(protocol: str, key: GroupKey) -> str:
     tag, cfg, shots = key
     shots_text = "" if shots is None else f", {shots} shots"
     return f"### {protocol}: {tag} / {cfg}{shots_text}"
+
+
+def _dagger(fewest: int | None) -> str:
+    return "" if fewest is None else " †"
 
 
 def _final_test_is_base(run: Run) -> bool:
@@ -427,34 +454,56 @@ def _final_test_is_base(run: Run) -> bool:
     return run.shots != 0
 
 
-def _b2n_dataset_row(key: GroupKey, dataset: str, phase_runs: dict[str, dict[int, Run]]) -> tuple[dict, list]:
-    """One dataset's base/new/HM row (flat dict) and its markdown cells."""
+def _phase_path(run_path: Path, phase: str) -> Path:
+    """``base2new/<phase>/DATASET/shots_K/TAG/CFG/seedS`` beside a run of another phase."""
+    parts = run_path.parts
+    return Path(*parts[:-6], phase, *parts[-5:])
+
+
+def _b2n_dataset_row(key: GroupKey, dataset: str, phase_runs: dict[str, dict[int, Run]], problems: dict[Path, str],
+                     warnings: list[str]) -> tuple[dict, list]:
+    """One dataset's base/new/HM row (flat dict) and its markdown cells, over the seeds with both base and new."""
     fallback = {s: r for s, r in phase_runs["train_base"].items() if _final_test_is_base(r)}
     base_runs = {**fallback, **phase_runs["test_base"]}  # test_base wins per seed
     new_runs = phase_runs["test_new"]
-    base, new = Stat.of(_acc(base_runs)), Stat.of(_acc(new_runs))
-    base_seeds, new_seeds = (base.seeds if base else {}), (new.seeds if new else {})
-    hm_seed = Stat.of({s: harmonic_mean(base_seeds[s], new_seeds[s]) for s in set(base_seeds) & set(new_seeds)})
+    any_run = {s: r for runs in phase_runs.values() for s, r in runs.items()}
+    what = f"base2new {key[0]}/{key[1]} {key[2]} shots, {dataset}"
+
+    def describe(phase: str, seed: int) -> str:
+        return describe_missing(phase, _phase_path(any_run[seed].path, phase), problems)
+
+    complete, excluded = complete_seeds({"test_base": base_runs, "test_new": new_runs}, describe, what, warnings)
+    base_seeds = {s: float(base_runs[s].accuracy) for s in complete}
+    new_seeds = {s: float(new_runs[s].accuracy) for s in complete}
+    base, new = Stat.of(base_seeds), Stat.of(new_seeds)
+    hm_seed = Stat.of({s: harmonic_mean(base_seeds[s], new_seeds[s]) for s in complete})
     hm = harmonic_mean(base.mean, new.mean) if base and new else None
     all_runs = [r for runs in phase_runs.values() for r in runs.values()]
     regime = regime_text(phase_runs["train_base"].values()) or regime_text(all_runs)
-    base_from = sorted({"test_base" if s in phase_runs["test_base"] else "train_base" for s in base_runs})
+    base_from = sorted({"test_base" if s in phase_runs["test_base"] else "train_base" for s in complete})
+    fewest = fewest_shots((r for r in all_runs if r.seed in complete), what, warnings)
     row = {"protocol": "base2new", "tag": key[0], "cfg": key[1], "shots": key[2], "dataset": dataset,
            **_stat_fields(base, "base_"), **_stat_fields(new, "new_"), "hm": hm, **_stat_fields(hm_seed, "hm_seed_"),
-           "base_from": "+".join(base_from), "regime": regime, "sources": _sources(all_runs)}
-    per_seed = "; ".join(f"{s}: {_num(base_seeds.get(s))}/{_num(new_seeds.get(s))}"
-                         for s in sorted(set(base_seeds) | set(new_seeds)))
-    cells = [short_name(dataset), _fmt(base), _fmt(new), _num(hm), _fmt(hm_seed),
-             f"{base.n if base else 0}/{new.n if new else 0}", per_seed, regime]
+           "n": len(complete), "excluded_seeds": excluded, "shots_used_min": fewest, "base_from": "+".join(base_from),
+           "regime": regime, "sources": _sources(all_runs)}
+
+    def seed_text(s: int) -> str:
+        b, n = base_runs.get(s), new_runs.get(s)
+        text = f"{s}: {_num(b.accuracy if b else None)}/{_num(n.accuracy if n else None)}"
+        return text + (" (left out)" if s in excluded else "")
+
+    cells = [short_name(dataset) + _dagger(fewest), _fmt(base), _fmt(new), _num(hm), _fmt(hm_seed),
+             str(len(complete)), "; ".join(seed_text(s) for s in sorted(any_run)), regime]
     return row, cells
 
 
 def base2new_table(runs: Sequence[Run], scan: Scan | None = None) -> Table | None:
-    """Per dataset base / new / HM over seeds, and the Average row = HM of the mean base and mean new.
+    """Per dataset base / new / HM over complete seeds, and the Average row = HM of the mean base and mean new.
 
     Per dataset, HM is taken from the seed-mean B and N, and the mean of per-seed HMs is reported beside it
     (papers do not say which they print). Base comes from ``test_base`` per seed, falling back to the final
-    test of ``train_base``, which also evaluates on the base test set (the reference convention).
+    test of ``train_base``, which also evaluates on the base test set (the reference convention). A seed without
+    both base and new is left out of every number and warned.
     """
     b2n = [r for r in runs if r.layout == "b2n"]
     if not b2n:
@@ -464,15 +513,17 @@ def base2new_table(runs: Sequence[Run], scan: Scan | None = None) -> Table | Non
     for tag, cfg, shots, dataset, _ in index:
         groups[(tag, cfg, shots)].add(dataset)
 
+    problems = scan.problems if scan else {}
     rows: list[dict[str, Any]] = []
     parts: list[str] = []
-    headers = ["Dataset", "Base", "New", "HM", "HM (mean of seeds)", "n (B/N)", "per seed B/N", "Regime"]
+    warnings: list[str] = []
+    headers = ["Dataset", "Base", "New", "HM", "HM (mean of seeds)", "n", "per seed B/N", "Regime"]
     for key in sorted(groups):
         group_rows: list[dict[str, Any]] = []
         md_rows: list[list[Any]] = []
         for dataset in sorted(groups[key], key=order_key):
             phase_runs = {p: index.get((*key, dataset, p), {}) for p in _B2N_PHASES}
-            row, cells = _b2n_dataset_row(key, dataset, phase_runs)
+            row, cells = _b2n_dataset_row(key, dataset, phase_runs, problems, warnings)
             group_rows.append(row)
             md_rows.append(cells)
         paired = [r for r in group_rows if r["hm"] is not None]
@@ -482,14 +533,19 @@ def base2new_table(runs: Sequence[Run], scan: Scan | None = None) -> Table | Non
             avg_hm = harmonic_mean(mean_b, mean_n)
             mean_of_hms = statistics.fmean(r["hm"] for r in paired)
             regime = " | ".join(dict.fromkeys(r["regime"] for r in paired if r["regime"]))
+            mixed = mixed_seeds_warning(f"base2new {key[0]}/{key[1]} {key[2]} shots",
+                                        {r["dataset"]: r["base_seeds"] for r in paired})
+            warnings += [mixed] if mixed else []
             group_rows.append({"protocol": "base2new", "tag": key[0], "cfg": key[1], "shots": key[2],
                                "dataset": "Average", "base_mean": mean_b, "new_mean": mean_n, "hm": avg_hm,
-                               "hm_of_dataset_hms": mean_of_hms, "datasets": len(paired), "regime": regime})
+                               "hm_of_dataset_hms": mean_of_hms, "datasets": len(paired),
+                               "n": min(r["n"] for r in paired), "same_seeds": mixed is None, "regime": regime})
             md_rows.append([f"**Average** ({len(paired)} datasets)", f"{mean_b:.2f}", f"{mean_n:.2f}",
-                            f"{avg_hm:.2f}", f"(mean of dataset HMs {mean_of_hms:.2f})", "", "", regime])
+                            f"{avg_hm:.2f}", f"(mean of dataset HMs {mean_of_hms:.2f})",
+                            _fmt_n(r["n"] for r in paired), "", regime])
         rows += group_rows
         parts.append(_group_title("base2new", key) + "\n\n" + _md(headers, md_rows))
-    return Table("base2new", rows, "\n\n".join(parts))
+    return Table.noted("base2new", rows, "\n\n".join(parts), warnings)
 
 
 def _transfer_scope(protocol: str) -> Callable[[str], bool]:
@@ -514,7 +570,8 @@ def transfer_table(protocol: str, runs: Sequence[Run], scan: Scan | None = None)
 
     The average never includes the ImageNet source: xd = mean of the 10 targets, dg = mean of V2/S/A/R
     (kdpl.md §9-10). ImageNet is read from ``evaluation/.../imagenet`` when present, else from the training
-    run's final test.
+    run's final test. Every number of a group is over the seeds that have the source (when the group has one) and
+    every target the group has; other seeds are warned.
     """
     in_scope = _transfer_scope(protocol)
     targets = [r for r in runs if _transfer_roles(r) == "target" and in_scope(r.dataset)]
@@ -532,33 +589,47 @@ def transfer_table(protocol: str, runs: Sequence[Run], scan: Scan | None = None)
     expected = DG_TARGETS if protocol == "dg" else XD_TARGETS
     columns = sorted({d for ds in groups.values() for d in ds} | set(expected), key=order_key)
 
+    problems = scan.problems if scan else {}
     rows: list[dict[str, Any]] = []
     md_rows: list[list[Any]] = []
+    warnings: list[str] = []
     for key in sorted(groups):
+        what = f"{protocol} {key[0]}/{key[1]} {key[2]} shots"
         source_runs = {**trained.get(key, {}), **evaluated.get(key, {})}
+        target_runs = {d: target_index.get((*key, d), {}) for d in columns}
+        needed = {f"{XD_SOURCE} (source)": source_runs} if source_runs else {}
+        needed.update({d: seed_runs for d, seed_runs in target_runs.items() if seed_runs})
+
+        def describe(part: str, seed: int, needed: dict[str, dict[int, Run]] = needed) -> str:
+            return describe_missing(part, seed_path(next(iter(needed[part].values())).path, seed), problems)
+
+        complete, excluded = complete_seeds(needed, describe, what, warnings)
+        source_runs = {s: r for s, r in source_runs.items() if s in complete}
+        target_runs = {d: {s: r for s, r in rs.items() if s in complete} for d, rs in target_runs.items()}
         source = Stat.of(_acc(source_runs))
-        cells = {d: Stat.of(_acc(target_index.get((*key, d), {}))) for d in columns}
+        cells = {d: Stat.of(_acc(target_runs[d])) for d in columns}
         present = [cells[d] for d in columns if cells[d] is not None]
         average = _mean_over(present)
-        all_runs = [*source_runs.values(), *(r for d in columns for r in target_index.get((*key, d), {}).values())]
-        regime = regime_text(all_runs)
+        fewest = fewest_shots(source_runs.values(), what, warnings)
+        regime = regime_text([*source_runs.values(), *(r for d in columns for r in target_runs[d].values())])
         common = {"protocol": protocol, "tag": key[0], "cfg": key[1], "shots": key[2]}
         rows.append({**common, "dataset": XD_SOURCE, "role": "source", **_stat_fields(source), "regime": regime,
-                     "sources": _sources(source_runs.values())})
+                     "shots_used_min": fewest, "sources": _sources(source_runs.values())})
         for d in columns:
             if cells[d] is not None:
                 rows.append({**common, "dataset": d, "role": "target", **_stat_fields(cells[d]), "regime": regime,
-                             "sources": _sources(target_index[(*key, d)].values())})
-        complete = all(cells.get(d) is not None for d in expected)
+                             "sources": _sources(target_runs[d].values())})
+        complete_targets = all(cells.get(d) is not None for d in expected)
         rows.append({**common, "dataset": "Average", "role": "average", **_stat_fields(average),
-                     "targets": len(present), "complete": complete, "regime": regime})
-        avg_label = _fmt(average, std=False) + ("" if complete else f" ({len(present)}/{len(expected)})")
-        md_rows.append([key[0], key[1], key[2], _fmt(source), *(_fmt(cells[d]) for d in columns), avg_label,
-                        _fmt_n([source, *present]), regime])
+                     "targets": len(present), "complete": complete_targets, "excluded_seeds": excluded,
+                     "regime": regime})
+        avg_label = _fmt(average, std=False) + ("" if complete_targets else f" ({len(present)}/{len(expected)})")
+        md_rows.append([key[0], key[1], key[2], _fmt(source) + _dagger(fewest), *(_fmt(cells[d]) for d in columns),
+                        avg_label, _fmt_n([source, *present]), regime])
     headers = ["Trainer", "Config", "Shots", f"{short_name(XD_SOURCE)} (source)",
                *(short_name(d) for d in columns), "Average (targets)", "n", "Regime"]
     title = "### Domain generalisation" if protocol == "dg" else "### Cross-dataset transfer"
-    return Table(protocol, rows, title + "\n\n" + _md(headers, md_rows))
+    return Table.noted(protocol, rows, title + "\n\n" + _md(headers, md_rows), warnings)
 
 
 def fewshot_table(runs: Sequence[Run], scan: Scan | None = None,
@@ -573,10 +644,11 @@ def fewshot_table(runs: Sequence[Run], scan: Scan | None = None,
         groups[(tag, cfg)].add(dataset)
     rows: list[dict[str, Any]] = []
     parts: list[str] = []
+    warnings: list[str] = []
     for tag, cfg in sorted(groups):
         shots_values = sorted({k[3] for k in index if k[:2] == (tag, cfg)})
         md_rows: list[list[Any]] = []
-        per_shot: dict[int, list[Stat]] = defaultdict(list)
+        per_shot: dict[int, dict[str, Stat]] = defaultdict(dict)
         for dataset in sorted(groups[(tag, cfg)], key=order_key):
             cells: list[str] = []
             seeds_seen: list[Stat | None] = []
@@ -584,55 +656,76 @@ def fewshot_table(runs: Sequence[Run], scan: Scan | None = None,
             for shots in shots_values:
                 seed_runs = index.get((tag, cfg, dataset, shots), {})
                 stat = Stat.of(_acc(seed_runs))
+                fewest = fewest_shots(seed_runs.values(), f"fewshot {tag}/{cfg} {dataset}", warnings)
                 seeds_seen.append(stat)
-                cells.append(_fmt(stat))
+                cells.append(_fmt(stat) + (_dagger(fewest) if stat else ""))
                 if stat is not None:
-                    per_shot[shots].append(stat)
+                    per_shot[shots][dataset] = stat
                     rows.append({"protocol": "fewshot", "tag": tag, "cfg": cfg, "dataset": dataset, "shots": shots,
-                                 **_stat_fields(stat), "regime": regime_text(seed_runs.values()),
-                                 "sources": _sources(seed_runs.values())})
+                                 **_stat_fields(stat), "shots_used_min": fewest,
+                                 "regime": regime_text(seed_runs.values()), "sources": _sources(seed_runs.values())})
             md_rows.append([short_name(dataset), *cells, _fmt_n(seeds_seen), regime])
-        averages = {shots: _mean_over(per_shot[shots]) for shots in shots_values}
+        averages = {shots: _mean_over(list(per_shot[shots].values())) for shots in shots_values}
         for shots, stat in averages.items():
+            mixed = mixed_seeds_warning(f"fewshot {tag}/{cfg} {shots} shots",
+                                        {d: s.seeds for d, s in per_shot[shots].items()})
+            warnings += [mixed] if mixed else []
             rows.append({"protocol": "fewshot", "tag": tag, "cfg": cfg, "dataset": "Average", "shots": shots,
-                         **_stat_fields(stat), "datasets": len(per_shot[shots])})
+                         **_stat_fields(stat), "datasets": len(per_shot[shots]), "same_seeds": mixed is None})
         md_rows.append(["**Average**", *(f"{_fmt(averages[k], std=False)} ({len(per_shot[k])} ds)"
                                          for k in shots_values), "", ""])
         headers = ["Dataset", *(f"{k} shots" for k in shots_values), "n", "Regime"]
         parts.append(_group_title("fewshot", (tag, cfg, None)) + "\n\n" + _md(headers, md_rows))
-    return Table("fewshot", rows, "\n\n".join(parts))
+    return Table.noted("fewshot", rows, "\n\n".join(parts), warnings)
 
 
 def dfkd_table(runs: Sequence[Run], scan: Scan | None = None) -> Table | None:
-    """Per dataset: one row per (TAG, CFG), one column per domain, the mean over domains, and the overall value."""
+    """Per dataset: one row per (TAG, CFG), one column per domain, the mean over domains, and the overall value.
+
+    Domains are columns, never samples: ``n`` and the std are over seeds, and only seeds reporting every domain of
+    the row count (a seed read from its log has no per-domain values and is warned).
+    """
     dfkd = [r for r in runs if r.layout == "dfkd"]
     if not dfkd:
         return None
     index = _index(dfkd, lambda r: (r.dataset, r.tag, r.cfg), scan)
     rows: list[dict[str, Any]] = []
     parts: list[str] = []
+    warnings: list[str] = []
     for dataset in sorted({k[0] for k in index}, key=order_key):
         keys = sorted(k for k in index if k[0] == dataset)
         domains = sorted({d for k in keys for r in index[k].values() for d in r.domains})
         md_rows: list[list[Any]] = []
         for key in keys:
             seed_runs = index[key]
+            needed = {"overall": seed_runs,
+                      **{d: {s: r for s, r in seed_runs.items() if d in r.domains} for d in domains}}
+
+            def describe(domain: str, seed: int, seed_runs: dict[int, Run] = seed_runs) -> str:
+                run = seed_runs[seed]
+                where = ("its results.json" if run.source == "results.json"
+                         else f"{run.source}, a log (no per-domain accuracies)")
+                return f"domain {domain!r} has no accuracy in {run.path} (read from {where})"
+
+            complete, excluded = complete_seeds(needed, describe, f"dfkd {key[1]}/{key[2]} on {dataset}", warnings)
+            kept = {s: r for s, r in seed_runs.items() if s in complete}
             common = {"protocol": "dfkd", "tag": key[1], "cfg": key[2], "dataset": dataset}
-            regime = regime_text(seed_runs.values())
-            cells = {d: Stat.of({s: r.domains[d] for s, r in seed_runs.items() if d in r.domains}) for d in domains}
+            regime = regime_text(kept.values())
+            cells = {d: Stat.of({s: r.domains[d] for s, r in kept.items()}) for d in domains}
             for d in domains:
                 if cells[d] is not None:
                     rows.append({**common, "domain": d, **_stat_fields(cells[d]), "regime": regime})
             mean = _mean_over([c for c in cells.values() if c is not None])
-            overall = Stat.of(_acc(seed_runs))
-            rows.append({**common, "domain": "Mean", **_stat_fields(mean), "domains": len(domains), "regime": regime})
+            overall = Stat.of(_acc(kept))
+            rows.append({**common, "domain": "Mean", **_stat_fields(mean), "domains": len(domains),
+                         "excluded_seeds": excluded, "regime": regime})
             rows.append({**common, "domain": "Overall", **_stat_fields(overall), "regime": regime,
-                         "sources": _sources(seed_runs.values())})
+                         "sources": _sources(kept.values())})
             md_rows.append([key[1], key[2], *(_fmt(cells[d]) for d in domains), _fmt(mean), _fmt(overall),
-                            _fmt_n([overall]), regime])
+                            _fmt_n([overall, mean]), regime])
         headers = ["Trainer", "Config", *domains, "Mean (domains)", "Overall", "n", "Regime"]
         parts.append(f"### dfkd: {dataset}\n\n" + _md(headers, md_rows))
-    return Table("dfkd", rows, "\n\n".join(parts))
+    return Table.noted("dfkd", rows, "\n\n".join(parts), warnings)
 
 
 def build_tables(root: str | os.PathLike[str], protocol: str = "auto",
@@ -709,8 +802,9 @@ def write_outputs(tables: Sequence[Table], out_dir: str | os.PathLike[str], scan
                 writer.writerow({k: _csv_value(row.get(k)) for k in columns})
         json_path = out / f"results_{table.protocol}.json"
         payload = {"protocol": table.protocol, "root": str(scan.root) if scan else None, "rows": table.rows,
-                   "incomplete": [str(p) for p in scan.incomplete] if scan else [],
-                   "warnings": scan.warnings if scan else []}
+                   "incomplete": [{"path": str(p), "reason": scan.problems.get(p, "")} for p in scan.incomplete]
+                   if scan else [],
+                   "warnings": [*(scan.warnings if scan else []), *table.warnings]}
         json_path.write_text(json.dumps(payload, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
         md_path = out / f"results_{table.protocol}.md"
         md_path.write_text(table.markdown + "\n", encoding="utf-8")
@@ -733,10 +827,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n\n".join(t.markdown for t in tables))
-    for message in scan.warnings:
+    for message in [*scan.warnings, *(w for t in tables for w in t.warnings)]:
         print(f"warning: {message}", file=sys.stderr)
     for path in scan.incomplete:
-        print(f"warning: no final result yet in {path} (skipped)", file=sys.stderr)
+        print(f"warning: {path} skipped: {scan.problems.get(path, 'no final result yet')}", file=sys.stderr)
     for path in scan.unrecognised:
         print(f"warning: unknown layout, skipped: {path}", file=sys.stderr)
     for path in write_outputs(tables, args.out_dir or args.root, scan):
