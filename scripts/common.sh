@@ -100,7 +100,7 @@ run_cmd() {
 }
 
 # run_train_py OUT_DIR DATASET SEED SUBSAMPLE [MODEL_DIR LOAD_EPOCH | --eval-only]
-# The standard invocation (protocols.md §4). Skips a run whose results.json exists; re-running an
+# The standard invocation (protocols.md §4). Skips a run whose results.json holds an accuracy; re-running an
 # unfinished directory lets Dassl resume from its last checkpoint.
 run_train_py() {
     local dir=$1 dataset=$2 seed=$3 sub=$4 model_dir=${5:-} load_epoch=${6:-}
@@ -113,10 +113,13 @@ run_train_py() {
         echo "warning: dataset config not found: ${dataset_cfg}" >&2
     fi
     if [[ -f ${dir}/results.json ]]; then
-        echo "skip: results exist at ${dir}/results.json"
-        return 0
+        if grep -Eq '"accuracy": *[0-9]' "${dir}/results.json"; then
+            echo "skip: results exist at ${dir}/results.json"
+            return 0
+        fi
+        echo "warning: ${dir}/results.json has no accuracy (damaged); running the run again" >&2
     fi
-    [[ -d ${dir} ]] && echo "resume: ${dir} exists without results.json; running it again"
+    [[ -d ${dir} && ! -f ${dir}/results.json ]] && echo "resume: ${dir} exists without results.json; running it again"
     local args=(--root "${DATA}" --seed "${seed}" --trainer "${TRAINER}"
         --dataset-config-file "${dataset_cfg}" --config-file "${cfg}")
     local opts=(DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES "${sub}" "${METHOD_OPTS[@]}")

@@ -356,6 +356,10 @@ def test_skip_finished_and_resume_unfinished(scratch_repo: Path) -> None:
     assert f"--output-dir output/{test_new.relative_to(scratch_repo / 'output').as_posix()}" in "--output-dir " + \
         call.split("--output-dir ", 1)[1]
     assert "resume:" in third.stdout
+    (test_new / "results.json").write_text('{"accur')  # damaged: rerun it, never skip it
+    fourth = real_run(scratch_repo, "kdpl/base2new.sh", "eurosat", "1")
+    assert len(calls(scratch_repo)) == 1 and fourth.stdout.count("skip: results exist") == 2
+    assert f"{test_new.relative_to(scratch_repo).as_posix()}/results.json has no accuracy" in fourth.stderr
 
 
 def test_test_without_checkpoint_fails_clearly(scratch_repo: Path) -> None:
