@@ -71,6 +71,23 @@ def check_files(args) -> None:
             sys.exit(f"error: {flag} {path} does not exist")
 
 
+def check_trainer_name(name: str, available) -> None:
+    """Refuse an unknown trainer with the closest registered name, ignoring case (Dassl's own suggestion is
+    case-sensitive: it answers ``KDPL_Coop`` with ``KDPL_CoCoOp``)."""
+    import difflib
+
+    available = sorted(available)
+    if name in available:
+        return
+    by_lower = {n.lower(): n for n in available}
+    if name.lower() in by_lower:
+        hint = f"did you mean {by_lower[name.lower()]!r}? Trainer names are case-sensitive"
+    else:
+        close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else "no close match"
+    sys.exit(f"error: unknown trainer {name!r} ({hint}). Registered trainers: {', '.join(available)}")
+
+
 def setup_cfg(args):
     from dassl.config import get_cfg_default
 
@@ -93,7 +110,7 @@ def setup_cfg(args):
 def run(args, log_to_file: bool = True):
     """Build the trainer for parsed ``args`` and train or evaluate; returns the trainer (tests use it in-process)."""
     import torch
-    from dassl.engine import build_trainer
+    from dassl.engine import TRAINER_REGISTRY, build_trainer
     from dassl.utils import collect_env_info, set_random_seed, setup_logger
 
     import datasets  # noqa: F401  (registers the datasets)
@@ -116,6 +133,7 @@ def run(args, log_to_file: bool = True):
     with open(os.path.join(cfg.OUTPUT_DIR or ".", "config.yaml"), "w") as f:
         f.write(cfg.dump())
 
+    check_trainer_name(cfg.TRAINER.NAME, TRAINER_REGISTRY.registered_names())
     trainer = build_trainer(cfg)
     trainer.config_name = os.path.splitext(os.path.basename(args.config_file))[0] if args.config_file else None
     if args.eval_only:
