@@ -64,3 +64,41 @@ def first_batch_losses(trainers, epoch: int, eval_mode: bool = False):
         with torch.no_grad():
             losses.append(trainer.compute_loss(images)[0])
     return losses, images
+
+
+def run_killed(epoch: int, batch: int, timeout: int = 300, **run_kwargs):
+    """Run :func:`run_train_py` (``run_kwargs``) in a fresh process that SIGKILLs itself just before step ``batch`` of
+    ``epoch`` (both 0-based) trains, as the OOM killer or a preempting scheduler would: no exception, no cleanup.
+    Test-only (the hook is installed in that process alone); returns the finished ``subprocess.CompletedProcess``."""
+    import json
+    import subprocess
+    import sys
+
+    code = "import json, sys; from tests.dassl_runs import _killed_run; _killed_run(json.loads(sys.argv[1]))"
+    spec = json.dumps({"epoch": epoch, "batch": batch, "run": run_kwargs})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", code, spec], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _killed_run(spec: dict) -> None:
+    """The child of :func:`run_killed`."""
+    import signal
+    import sys
+
+    sys.modules.setdefault("outdated", None)  # as train.main: no registry-probing thread
+    import torch
+
+    from trainers.base import PromptDistillTrainer
+
+    torch.set_num_threads(1)  # as the single_thread fixture: the same float reductions as the in-process runs
+    original = PromptDistillTrainer.forward_backward
+
+    def forward_backward(self, batch):
+        if self.epoch == spec["epoch"] and self.batch_idx == spec["batch"]:
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(self, batch)
+
+    PromptDistillTrainer.forward_backward = forward_backward
+    run_train_py(**spec["run"])

@@ -2,16 +2,17 @@
 
 Subclasses say *which student, which teacher, which loss* (:meth:`build_student`, :meth:`build_teacher`,
 :meth:`compute_loss`); this class does the Dassl plumbing once: precision, registration of only the learnable part,
-label-free batches, checkpoints with learnable tensors only (loadable with ``weights_only=True``), clear errors for
-missing checkpoints, and a ``results.json`` beside Dassl's ``log.txt``.
+label-free batches, checkpoints with learnable tensors only (loadable with ``weights_only=True``), written atomically
+every epoch and resumed exactly (random states included) after a crash, clear errors for missing checkpoints, and a
+``results.json`` beside Dassl's ``log.txt``.
 """
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import os.path as osp
 import pickle
+import shutil
 import time
 from typing import Any, Dict, Optional, Tuple
 
@@ -21,12 +22,16 @@ from torch import nn
 from dassl.config import defaults as dassl_config_defaults
 from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
-from dassl.utils import count_num_param, save_checkpoint
+from dassl.utils import count_num_param
 
 from .config import add_keys, attach_defaults, cfg_get, config_keys
+from .core.checkpoints import (POINTER_FILE, atomic_torch_save, atomic_write, atomic_write_json, capture_rng_state,
+                               checkpoint_name, merge_timings, newest_loadable, prune_checkpoints, read_pointer,
+                               remove_stale_temp_files, restore_rng_state, write_pointer)
 from .core.clip_models import LoadedClip, load_clip
 from .core.precision import autocast, peak_memory_mb, resolve_precision, weight_dtype
 from .core.prompt_learners import load_learner_state
+from .core.shots import shots_used_record
 from .core.timing import RegionTimer
 from .dassl_compat import apply_dassl_compat
 
@@ -38,9 +43,16 @@ attach_defaults(dassl_config_defaults._C)
 
 @config_keys
 def add_shared_config(cfg) -> None:
-    """Where CLIP weights come from (shared by every trainer of this package)."""
-    add_keys(cfg, "MODEL.CLIP", {"DOWNLOAD_ROOT": "", "WEIGHTS": ""})
+    """Where CLIP weights come from, and whether text towers run cut after the last EOT token where that is exact
+    (``TRUNCATE_TEXT``, same features; see trainers/core/encoders.py) (shared by every trainer of this package)."""
+    add_keys(cfg, "MODEL.CLIP", {"DOWNLOAD_ROOT": "", "WEIGHTS": "", "TRUNCATE_TEXT": True})
     add_keys(cfg, "DATASET", {"SUBSAMPLE_CLASSES": "all"})
+
+
+@config_keys
+def add_checkpoint_config(cfg) -> None:
+    """How many epoch checkpoints a training run keeps (see :meth:`PromptDistillTrainer.save_model`)."""
+    add_keys(cfg, "TRAIN", {"KEEP_CHECKPOINTS": 2})
 
 
 def load_student_clip(cfg) -> LoadedClip:
@@ -131,6 +143,7 @@ class PromptDistillTrainer(TrainerX):
 
     def before_train(self) -> None:
         # The teacher exists only for training: --eval-only runs never build it.
+        self._training_run = True
         start = time.time()
         self.teacher = self.build_teacher()
         if self.teacher is not None:
@@ -154,7 +167,14 @@ class PromptDistillTrainer(TrainerX):
         self.dm = dm
 
     def before_epoch(self) -> None:
-        """Keyed-view datasets draw this epoch's views (no-op for Dassl's own wrapper)."""
+        """Keyed-view datasets draw this epoch's views (no-op for Dassl's own wrapper). The first epoch after a resume
+        starts from the random states saved with the checkpoint: restored here, not at load time, because in the
+        uninterrupted run nothing draws random numbers between that save and this point (whereas building loaders and
+        caches in ``before_train`` may), so the epoch's data order and augmentations are the same."""
+        if self._pending_rng is not None:
+            for problem in restore_rng_state(self._pending_rng, cuda=self.device.type == "cuda"):
+                print(f"Warning: {problem}; the resumed run is not bit-identical to an uninterrupted one")
+            self._pending_rng = None
         dataset = getattr(self.train_loader_x, "dataset", None)
         if hasattr(dataset, "epoch"):
             dataset.epoch = self.epoch
@@ -249,6 +269,7 @@ class PromptDistillTrainer(TrainerX):
             "dataset": cfg.DATASET.NAME,
             "subsample_classes": cfg_get(cfg.DATASET, "SUBSAMPLE_CLASSES", "all"),
             "num_shots": int(cfg.DATASET.NUM_SHOTS),
+            "shots_used": shots_used_record(getattr(self, "dm", None)),
             "seed": int(cfg.SEED),
             "config": getattr(self, "config_name", None),
             "split": "test",
@@ -257,20 +278,26 @@ class PromptDistillTrainer(TrainerX):
             "macro_f1": metrics.get("macro_f1"),
             "num_classes": int(self.num_classes),
             "num_samples": len(self.test_loader.dataset),
+            # epochs behind the evaluated weights: trained here, or restored by a rerun of a finished run
             "epoch": int(self.epoch + 1) if getattr(self, "_trained", False) else self.loaded_epoch,
-            "eval_only": not getattr(self, "_trained", False),
+            "eval_only": not self._training_run,
+            "resumed": self.resumed_from is not None,
+            "train_processes": self.train_processes if self._training_run else 0,
             "regime": self.information_regime(),
-            "timings": self.timings,
+            "timings": self.run_timings(),
             "peak_memory_mb": peak_memory_mb(self.device),
         }
         record.update(self.extra_results())
-        path = osp.join(self.output_dir, "results.json")
-        os.makedirs(self.output_dir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(tmp, path)
-        return path
+        return atomic_write_json(osp.join(self.output_dir, "results.json"), record)
+
+    def run_timings(self) -> Dict[str, float]:
+        """This run's timings over every process that trained it (the processes before the checkpoint it resumed
+        from, see :func:`~trainers.core.checkpoints.merge_timings`). Time a killed process spent after its last
+        checkpoint is lost with it and not counted."""
+        current = dict(self.timings)
+        if self._training_run and "train_s" not in current and hasattr(self, "time_start"):
+            current["train_s"] = time.time() - self.time_start  # a checkpoint saved before after_train
+        return merge_timings(self._prior_timings or {}, current)
 
     def information_regime(self) -> Dict[str, str]:
         """What the run saw (every results row states it)."""
@@ -278,8 +305,12 @@ class PromptDistillTrainer(TrainerX):
                 "teacher": "", "student": self.cfg.MODEL.BACKBONE.NAME}
 
     def after_epoch(self) -> None:
+        """Dassl's (best-val selection; saves at TRAIN.CHECKPOINT_FREQ multiples and the last epoch) plus a save every
+        epoch when CHECKPOINT_FREQ is Dassl's 0 (see :meth:`save_model`)."""
         self._trained = True
         super().after_epoch()
+        if int(self.cfg.TRAIN.CHECKPOINT_FREQ) == 0 and self.epoch + 1 < self.max_epoch:
+            self.save_model(self.epoch, self.output_dir)
 
     def after_train(self) -> None:
         self.timings["train_s"] = time.time() - self.time_start
@@ -287,19 +318,118 @@ class PromptDistillTrainer(TrainerX):
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     loaded_epoch: Optional[int] = None
+    #: the epoch a training run resumed from (None: it started from scratch, or this is an --eval-only run)
+    resumed_from: Optional[int] = None
+    _training_run = False
+    _pending_rng: Optional[Dict[str, Any]] = None
+    _prior_timings: Optional[Dict[str, float]] = None
+    _prior_processes = 0
+
+    @property
+    def train_processes(self) -> int:
+        """Processes that have worked on this training run so far, this one included."""
+        return self._prior_processes + 1
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False, val_result=None,
                    model_name: str = "") -> None:
+        """One checkpoint per registered model, crash-safe: learnable tensors, optimizer, scheduler, metadata and
+        :meth:`resume_state`, written atomically (temporary file, fsync, rename), then Dassl's ``checkpoint`` pointer.
+
+        When (our trainers): ``TRAIN.CHECKPOINT_FREQ`` 0, Dassl's default, saves every epoch (learnable tensors only,
+        so it is cheap); N > 0 every N epochs; a negative value only the last epoch (what Dassl's 0 does). What is
+        kept: the newest ``TRAIN.KEEP_CHECKPOINTS`` (default 2; 0 = all) ``model.pth.tar-N`` per model, so the last
+        epoch's, which ``--load-epoch MAX_EPOCH`` reads, always stays; ``model-best.pth.tar`` is never deleted.
+        """
+        resume = self.resume_state()
+        keep = int(cfg_get(self.cfg.TRAIN, "KEEP_CHECKPOINTS", 2))
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
-            save_checkpoint({
+            folder = osp.join(directory, name)
+            file = model_name or checkpoint_name(epoch + 1)
+            state = {
                 "state_dict": self._models[name].state_dict(),
                 "epoch": epoch + 1,
                 "optimizer": optim.state_dict() if optim is not None else None,
                 "scheduler": sched.state_dict() if sched is not None else None,
                 "val_result": None if val_result is None else float(val_result),
                 "meta": self.checkpoint_meta(),
-            }, osp.join(directory, name), is_best=is_best, model_name=model_name)
+                "resume": resume,
+            }
+            path = atomic_torch_save(state, osp.join(folder, file))
+            print(f"Checkpoint saved to {path}")
+            if not model_name:  # the pointer names the newest epoch checkpoint (Dassl's also named model-best)
+                write_pointer(folder, file)
+                prune_checkpoints(folder, epoch + 1, keep)
+            if is_best:
+                best = osp.join(folder, "model-best.pth.tar")
+                with open(path, "rb") as src:
+                    atomic_write(best, lambda f: shutil.copyfileobj(src, f))
+                print(f'Best checkpoint saved to "{best}"')
+
+    def resume_state(self) -> Dict[str, Any]:
+        """What an exact resume needs besides tensors, optimizer and scheduler (subclasses add theirs, e.g. GPA's
+        running sum): random states, the timings so far, the GradScaler and the best validation result."""
+        scaler = getattr(self, "scaler", None)
+        return {"rng": capture_rng_state(cuda=self.device.type == "cuda"), "timings": self.run_timings(),
+                "train_processes": self.train_processes,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "best_result": float(self.best_result)}
+
+    def restore_resume_state(self, state: Dict[str, Any]) -> None:
+        """Take back :meth:`resume_state` (random states are set when the next epoch starts: :meth:`before_epoch`)."""
+        self._pending_rng = state.get("rng")
+        self._prior_timings = dict(state.get("timings") or {})
+        self._prior_processes = int(state.get("train_processes", 1))
+        scaler = getattr(self, "scaler", None)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        if state.get("best_result") is not None:
+            self.best_result = float(state["best_result"])
+
+    def resume_model_if_exist(self, directory: str) -> int:
+        """Dassl's resume, crash-safe and exact: the newest ``model.pth.tar-N`` that loads for every model (a truncated
+        or foreign newest file is passed over with a warning naming it), a stale ``checkpoint`` pointer repaired, and
+        the optimizer, scheduler and :meth:`resume_state` restored. No model folder = train from scratch, as Dassl;
+        folders without a loadable checkpoint (a kill during the first save) = from scratch, with a warning."""
+        folders = {name: osp.join(directory, name) for name in self.get_model_names()}
+        if not all(osp.isdir(folder) for folder in folders.values()):
+            print("No checkpoint found, train from scratch")
+            return 0
+        for folder in folders.values():
+            for path in remove_stale_temp_files(folder):
+                print(f"Removed {path}, left by an interrupted save")
+        epoch, ckpts, damaged = newest_loadable(folders, lambda path: load_checkpoint_file(path, self.device))
+        for problem in damaged:
+            print(f"Warning: {problem}; falling back to an older checkpoint")
+        if epoch is None:
+            print(f"Warning: no loadable checkpoint in {', '.join(folders.values())}; training from scratch")
+            return 0
+        print(f"Found checkpoint at {directory} (will resume training)")
+        for name, folder in folders.items():
+            file, ckpt = checkpoint_name(epoch), ckpts[name]
+            pointer = read_pointer(folder)
+            if pointer != file:
+                print(f"Warning: {osp.join(folder, POINTER_FILE)} named {pointer or 'nothing'}; it now names {file}")
+                write_pointer(folder, file)
+            path = osp.join(folder, file)
+            print(f'Loading checkpoint from "{path}"')
+            try:
+                self._models[name].load_state_dict(ckpt["state_dict"])
+            except RuntimeError as exc:
+                raise RuntimeError(f"{path} does not fit this run's {name}: it was saved by a run with other "
+                                   f"settings. Use another --output-dir, or delete {folder} to train from scratch."
+                                   f"\n{exc}") from exc
+            for part, target in (("optimizer", self._optims[name]), ("scheduler", self._scheds[name])):
+                if target is not None and ckpt.get(part) is not None:
+                    target.load_state_dict(ckpt[part])
+        state = next(iter(ckpts.values())).get("resume")
+        if state is None:
+            print("Warning: the checkpoint holds no random states (saved by an older version): training resumes, but "
+                  "not bit-identically to an uninterrupted run")
+        self.restore_resume_state(state or {})
+        self.resumed_from = self.loaded_epoch = epoch
+        print(f"Previous epoch: {epoch}")
+        return epoch
 
     def _load_learnable(self, path: str) -> Dict[str, Any]:
         if not osp.isfile(path):

@@ -6,17 +6,17 @@ Used by ``KDPL_PromptSRC`` (which replaces PromptSRC's cross-entropy by KDPL's l
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.nn import functional as F
 
-from .config import add_keys
+from .config import add_keys, cfg_node, cfg_value
 from .core.losses import kl_divergence
 from .core.prompt_learners import IVLPPromptLearner, encode_texts
 
 # The reference averages 60 ImageNet templates whose exact list is not reproduced here; by default we average
-# CoOp's 7-template ImageNet ensemble plus the plain template. Set TRAINER.PROMPTSRC.TEMPLATES_FILE (one template
+# CoOp's 7-template ImageNet ensemble plus the plain template. Set TRAINER.SCL.TEMPLATES_FILE (one template
 # per line, "{}" = class name) to use the reference list. (Deviation, documented in the README.)
 DEFAULT_SCL_TEMPLATES: List[str] = [
     "a photo of a {}.", "itap of a {}.", "a bad photo of the {}.", "a origami {}.", "a photo of the large {}.",
@@ -28,8 +28,10 @@ def add_promptsrc_config(cfg) -> None:
     add_keys(cfg, "TRAINER.PROMPTSRC", {
         "N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a", "PREC": "fp16",
         "PROMPT_DEPTH_VISION": 9, "PROMPT_DEPTH_TEXT": 9, "TEXT_LOSS_WEIGHT": 25, "IMAGE_LOSS_WEIGHT": 10,
-        "GPA_MEAN": 15, "GPA_STD": 1, "TEMPLATES_FILE": "",
+        "GPA_MEAN": 15, "GPA_STD": 1,
     })
+    # Ours, not PromptSRC's: in a node of our own, which a fork's extend_cfg (replacing TRAINER.PROMPTSRC) keeps.
+    add_keys(cfg, "TRAINER.SCL", {"TEMPLATES_FILE": ""})
 
 
 def gaussian_weights(max_epoch: int, mean: float, std: float) -> List[float]:
@@ -73,7 +75,7 @@ class PromptSRCMixin:
     precision_node = "PROMPTSRC"
 
     def build_learner(self, clip_model, tokenize) -> IVLPPromptLearner:
-        c = self.cfg.TRAINER.PROMPTSRC
+        c = cfg_node(self.cfg, "TRAINER.PROMPTSRC")
         return IVLPPromptLearner(clip_model, tokenize, c.N_CTX_TEXT, c.N_CTX_VISION, c.CTX_INIT,
                                  c.PROMPT_DEPTH_TEXT, c.PROMPT_DEPTH_VISION)
 
@@ -81,10 +83,11 @@ class PromptSRCMixin:
         """Template-mean frozen text features of a class set, computed once."""
         cache = self.__dict__.setdefault("_zs_text", {})
         if key not in cache:
-            templates = read_templates(self.cfg.TRAINER.PROMPTSRC.TEMPLATES_FILE)
+            templates = read_templates(cfg_value(self.cfg, "TRAINER.SCL.TEMPLATES_FILE"))
             clip = self.model.clip
             feats = torch.stack([
-                encode_texts(clip, self.model.tokenize, [t.format(c.replace("_", " ")) for c in classnames])
+                encode_texts(clip, self.model.tokenize, [t.format(c.replace("_", " ")) for c in classnames],
+                             truncate=self.model.truncate_text)
                 for t in templates
             ]).mean(dim=0)
             cache[key] = F.normalize(feats, dim=-1)
@@ -94,7 +97,7 @@ class PromptSRCMixin:
                               idx: Optional[torch.Tensor] = None
                               ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         """Student logits over the selected classes, L_SCL, and its logged terms."""
-        c = self.cfg.TRAINER.PROMPTSRC
+        c = cfg_node(self.cfg, "TRAINER.PROMPTSRC")
         img = self.model.encode_image(images)
         txt = self.model.encode_text(key, idx)
         with torch.no_grad():
@@ -107,20 +110,35 @@ class PromptSRCMixin:
         return scale * img @ txt.t(), loss, terms
 
     # ------------------------------------------------------------------------------------------------------- GPA
+    _gpa_sum: Optional[Dict[str, torch.Tensor]] = None
+    _gpa_partial = False
+
     def after_epoch(self) -> None:
-        """Gaussian prompt aggregation over the learnable tensors only, in fp32, before Dassl saves."""
-        c = self.cfg.TRAINER.PROMPTSRC
+        """Gaussian prompt aggregation over the learnable tensors only, in fp32, before Dassl saves (the running sum
+        is part of every checkpoint, so a resumed run aggregates every epoch, as an uninterrupted one)."""
+        c = cfg_node(self.cfg, "TRAINER.PROMPTSRC")
         weights = gaussian_weights(self.max_epoch, c.GPA_MEAN, c.GPA_STD)
         learner = self.learnable()
         w = weights[self.epoch]
-        if not hasattr(self, "_gpa_sum") or self.epoch == self.start_epoch and self.start_epoch == 0:
+        if self.epoch == 0 or self._gpa_sum is None:
+            self._gpa_partial = self.epoch > 0
             self._gpa_sum = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in learner.state_dict().items()}
         for k, v in learner.state_dict().items():
             self._gpa_sum[k] += w * v.float()
         if self.epoch + 1 == self.max_epoch:
-            if self.start_epoch > 0:
-                print("Warning: training resumed mid-way; Gaussian prompt aggregation only covers the epochs run "
-                      "in this process")
+            if self._gpa_partial:
+                print("Warning: the checkpoint training resumed from holds no GPA sum (saved by an older version); "
+                      "Gaussian prompt aggregation only covers the epochs run in this process")
             learner.load_state_dict({k: v.to(learner.state_dict()[k].dtype) for k, v in self._gpa_sum.items()})
             print("Loaded the Gaussian-aggregated prompts (GPA)")
         super().after_epoch()
+
+    def resume_state(self) -> Dict[str, Any]:
+        state = super().resume_state()
+        state["gpa_sum"] = self._gpa_sum
+        return state
+
+    def restore_resume_state(self, state: Dict[str, Any]) -> None:
+        super().restore_resume_state(state)
+        gpa = state.get("gpa_sum")
+        self._gpa_sum = {k: v.to(self.device, torch.float32) for k, v in gpa.items()} if gpa is not None else None
