@@ -13,6 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
+from .config import cfg_node
 from .core.teacher_cache import TeacherCache
 from .view_data import ViewKeyedDatasetWrapper, check_view_keyed_transforms
 
@@ -25,7 +26,7 @@ class OfflineTeacherCacheMixin:
     teacher_cache: Optional[TeacherCache] = None
 
     def cache_keys(self):
-        return self.cfg.TRAINER[self.cache_node]
+        return cfg_node(self.cfg, f"TRAINER.{self.cache_node}")
 
     def view_keyed(self) -> bool:
         """Training views keyed by (seed, epoch, index): asked for, or implied by reading a cache."""
@@ -70,7 +71,8 @@ class OfflineTeacherCacheMixin:
 
     # -------------------------------------------------------------------- what tools/build_teacher_cache.py asks
     def cache_meta(self) -> Dict[str, Any]:
-        """Everything a cached row depends on, with ``kind`` and ``width``; a cache built for other values is refused."""
+        """Everything a cached row depends on, with ``kind`` and ``width``; a cache built for other values is
+        refused."""
         raise NotImplementedError
 
     def build_online_teacher(self) -> nn.Module:

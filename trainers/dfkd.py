@@ -32,7 +32,7 @@ from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer
-from .config import add_keys, config_keys
+from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.clip_models import LoadedClip, load_clip
 from .core.diversify import STYLE_DICTIONARY, DiversifyConfig, PromptEncoder, build_prompt_targets, filter_styles
 from .core.generators import GENERATORS, describe_decoder, load_vqgan_decoder
@@ -188,10 +188,9 @@ def benchmark_domains(cfg, dataset: Any = None) -> List[str]:
 
 
 def load_teacher_clip(cfg) -> LoadedClip:
-    node = cfg.TRAINER.DFKD
-    clip_cfg = cfg.MODEL.get("CLIP", {})
+    node, clip_cfg = cfg_node(cfg, "TRAINER.DFKD"), cfg_node(cfg, "MODEL.CLIP")
     return load_clip(node.TEACHER, backend=node.TEACHER_BACKEND, pretrained=node.TEACHER_PRETRAINED,
-                     download_root=clip_cfg.get("DOWNLOAD_ROOT", ""), weights=clip_cfg.get("WEIGHTS", ""))
+                     download_root=clip_cfg.DOWNLOAD_ROOT, weights=clip_cfg.WEIGHTS)
 
 
 def cache_root(node) -> str:
@@ -201,11 +200,11 @@ def cache_root(node) -> str:
 def synthetic_set_key(cfg, mode: str, classnames: Sequence[str], div: DiversifyConfig, syn: SynthesisConfig
                       ) -> Dict[str, Any]:
     """Everything that changes the images (student settings and the distillation seed do not)."""
-    node = cfg.TRAINER.DFKD
+    node = cfg_node(cfg, "TRAINER.DFKD")
     key: Dict[str, Any] = {
         "mode": mode, "prompts": div.key(mode), "classnames": list(classnames),
         "teacher": {"name": node.TEACHER, "backend": node.TEACHER_BACKEND, "pretrained": node.TEACHER_PRETRAINED,
-                    "weights": cfg.MODEL.get("CLIP", {}).get("WEIGHTS", "")},
+                    "weights": cfg_value(cfg, "MODEL.CLIP.WEIGHTS")},
         "synthesis": syn.key(), "per_class": int(node.SYN_PER_CLASS), "seed": synthesis_seed(cfg)}
     if syn.generator == "vqgan":
         key["vqgan"] = {"ckpt": osp.abspath(node.VQGAN_CKPT) if node.VQGAN_CKPT else "",
@@ -214,14 +213,14 @@ def synthetic_set_key(cfg, mode: str, classnames: Sequence[str], div: DiversifyC
 
 
 def synthesis_seed(cfg) -> int:
-    seed = int(cfg.TRAINER.DFKD.SYN_SEED)
+    seed = int(cfg_value(cfg, "TRAINER.DFKD.SYN_SEED"))
     return int(cfg.SEED) if seed < 0 else seed
 
 
 def ensure_synthetic_set(cfg, mode: str, classnames: Sequence[str], domain_names: Sequence[str],
                          device: torch.device, loaded: Optional[LoadedClip] = None) -> str:
     """Path of the synthetic set for this config: SYN_DIR, a cached set, or a newly synthesised (resumed) one."""
-    node = cfg.TRAINER.DFKD
+    node = cfg_node(cfg, "TRAINER.DFKD")
     if node.SYN_DIR:
         read_synthetic_set(node.SYN_DIR, classnames)  # fail early and clearly
         return node.SYN_DIR
@@ -368,10 +367,10 @@ class DFKDTrainer(PromptDistillTrainer):
 
     @property
     def dfkd(self):
-        return self.cfg.TRAINER.DFKD
+        return cfg_node(self.cfg, "TRAINER.DFKD")
 
     def check_cfg(self, cfg) -> None:
-        node = cfg.TRAINER.DFKD
+        node = cfg_node(cfg, "TRAINER.DFKD")
         if node.PROMPT_MODE and node.PROMPT_MODE != self.prompt_mode:
             raise ValueError(f"{type(self).__name__} uses prompt mode {self.prompt_mode!r}; TRAINER.DFKD.PROMPT_MODE "
                              f"is {node.PROMPT_MODE!r}. Pick the trainer of that mode instead.")

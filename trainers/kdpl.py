@@ -16,13 +16,13 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer, load_student_clip
 from .cache_mixin import OfflineTeacherCacheMixin
-from .config import add_keys, config_keys
+from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.class_dictionary import load_class_dictionary
 from .core.clip_models import load_clip
 from .core.losses import symmetric_kl
 from .core.precision import autocast, resolve_precision
-from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, IVLPPromptLearner, MaPLePromptLearner,
-                                   PromptedCLIP, PromptLearner, VPTPromptLearner)
+from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, MaPLePromptLearner, PromptedCLIP,
+                                   PromptLearner, VPTPromptLearner)
 from .core.selection import select_top_classes
 from .core.teacher import FrozenTeacher
 from .core.templates import DEFAULT_TEMPLATE, template_for
@@ -68,14 +68,18 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
     # ------------------------------------------------------------------------------------------------ classes
     @property
     def kdpl(self):
-        return self.cfg.TRAINER.KDPL
+        return cfg_node(self.cfg, "TRAINER.KDPL")
+
+    def host(self, cfg=None):
+        """The student's host node (TRAINER.COOP, ...), read with declared defaults (a fork may have replaced it)."""
+        return cfg_node(cfg or self.cfg, f"TRAINER.{self.precision_node}")
 
     def check_cfg(self, cfg) -> None:
-        node = cfg.TRAINER.get(self.precision_node, {})
-        kdpl_prec = cfg.TRAINER.KDPL.get("PREC", "") if "KDPL" in cfg.TRAINER else ""
-        if kdpl_prec and node and kdpl_prec != node.get("PREC", kdpl_prec):
+        kdpl_prec = cfg_value(cfg, "TRAINER.KDPL.PREC")
+        host_prec = self.host(cfg).PREC
+        if kdpl_prec and kdpl_prec != host_prec:
             print(f"Warning: TRAINER.KDPL.PREC={kdpl_prec} is ignored; TRAINER.{self.precision_node}.PREC="
-                  f"{node.get('PREC')} decides the student's precision")
+                  f"{host_prec} decides the student's precision")
 
     def training_classnames(self) -> List[str]:
         """The candidates both models score during training: the dataset's classes, or the CA dictionary."""
@@ -101,7 +105,8 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
         learner = self.build_learner(loaded.model, loaded.tokenize)
         template = template_for(self.cfg.DATASET.NAME, self.kdpl.TEACHER_TEMPLATE) \
             if not self.kdpl.CLASS_AGNOSTIC else DEFAULT_TEMPLATE
-        student = PromptedCLIP(loaded, learner, fixed_template=self.fixed_template())
+        student = PromptedCLIP(loaded, learner, fixed_template=self.fixed_template(),
+                               truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
         student.register_class_set("eval", self.dm.dataset.classnames)
         self.teacher_template = template
         return student
@@ -157,11 +162,12 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
         k = self.kdpl
         prec = resolve_precision(k.TEACHER_PREC, self.device, "teacher")
         loaded = load_clip(k.TEACHER, backend=k.TEACHER_BACKEND, pretrained=k.TEACHER_PRETRAINED,
-                           download_root=self.cfg.MODEL.CLIP.DOWNLOAD_ROOT)
+                           download_root=cfg_value(self.cfg, "MODEL.CLIP.DOWNLOAD_ROOT"))
         print(f"Teacher {k.TEACHER} ({loaded.backend}, {loaded.source}), precision {prec}, input "
               f"{loaded.preprocess.size}px {loaded.preprocess.resize_mode}")
         teacher = FrozenTeacher(loaded, self.cfg.INPUT.SIZE[0], self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
-                                precision=prec).to(self.device)
+                                precision=prec, truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT")
+                                ).to(self.device)
         teacher.set_class_texts([self.teacher_template.format(c.replace("_", " "))
                                  for c in self.training_classnames()])
         return teacher
@@ -220,14 +226,14 @@ class KDPL_CoOp(KDPLTrainer):
 
     def check_cfg(self, cfg) -> None:
         super().check_cfg(cfg)
-        if cfg.TRAINER.COOP.get("CSC", False):
+        if self.host(cfg).CSC:
             raise ValueError("KDPL_CoOp does not support TRAINER.COOP.CSC True: class-specific contexts cannot "
                              "transfer to new classes.")
-        if cfg.TRAINER.COOP.get("CLASS_TOKEN_POSITION", "end") != "end":
+        if self.host(cfg).CLASS_TOKEN_POSITION != "end":
             raise ValueError("KDPL_CoOp supports only TRAINER.COOP.CLASS_TOKEN_POSITION end.")
 
     def build_learner(self, clip_model, tokenize):
-        c = self.cfg.TRAINER.COOP
+        c = self.host()
         return CoOpPromptLearner(clip_model, tokenize, c.N_CTX, c.CTX_INIT)
 
 
@@ -236,7 +242,7 @@ class KDPL_CoCoOp(KDPLTrainer):
     precision_node = "COCOOP"
 
     def build_learner(self, clip_model, tokenize):
-        c = self.cfg.TRAINER.COCOOP
+        c = self.host()
         return CoCoOpPromptLearner(clip_model, tokenize, c.N_CTX, c.CTX_INIT)
 
 
@@ -245,11 +251,11 @@ class KDPL_VPT(KDPLTrainer):
     precision_node = "VPT"
 
     def build_learner(self, clip_model, tokenize):
-        c = self.cfg.TRAINER.VPT
+        c = self.host()
         return VPTPromptLearner(clip_model, c.N_CTX_VISION, c.PROMPT_DEPTH_VISION)
 
     def fixed_template(self) -> str:
-        init = self.cfg.TRAINER.VPT.CTX_INIT
+        init = self.host().CTX_INIT
         return f"{init} {{}}." if init else DEFAULT_TEMPLATE
 
 
@@ -259,7 +265,7 @@ class KDPL_MaPLe(KDPLTrainer):
     precision_node = "MAPLE"
 
     def build_learner(self, clip_model, tokenize):
-        c = self.cfg.TRAINER.MAPLE
+        c = self.host()
         return MaPLePromptLearner(clip_model, tokenize, c.N_CTX, c.CTX_INIT, c.PROMPT_DEPTH)
 
 

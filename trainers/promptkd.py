@@ -39,7 +39,7 @@ from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer, load_checkpoint_file, load_student_clip
 from .cache_mixin import OfflineTeacherCacheMixin
-from .config import add_keys, cfg_get, config_keys
+from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.class_dictionary import sha256_of
 from .core.clip_models import load_clip
 from .core.losses import promptkd_loss
@@ -123,7 +123,7 @@ def eval_rows(subsample: str, num_classes: int) -> Tuple[int, int]:
 def all_class_dataset(cfg, dataset, keep_shots: bool = True):
     """The dataset with all N classes: ``dataset`` itself when SUBSAMPLE_CLASSES is all, else rebuilt from the stock
     class (``keep_shots=False`` skips few-shot sampling when only the class names are needed)."""
-    subsample = cfg_get(cfg.DATASET, "SUBSAMPLE_CLASSES", "all")
+    subsample = cfg_value(cfg, "DATASET.SUBSAMPLE_CLASSES")
     if subsample == "all" and (keep_shots or int(cfg.DATASET.NUM_SHOTS) < 1):
         return dataset
     cfg_all = cfg.clone()
@@ -150,7 +150,8 @@ class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
         if self.cfg.INPUT.SIZE[0] != loaded.preprocess.size:
             raise ValueError(f"INPUT.SIZE {self.cfg.INPUT.SIZE[0]} does not match {self.cfg.MODEL.BACKBONE.NAME}'s "
                              f"input resolution {loaded.preprocess.size}.")
-        model = PromptedCLIP(loaded, self.build_learner(loaded.model, loaded.tokenize))
+        model = PromptedCLIP(loaded, self.build_learner(loaded.model, loaded.tokenize),
+                             truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
         model.register_class_set("eval", self.dm.dataset.classnames)
         return model
 
@@ -168,7 +169,7 @@ class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
 
     def information_regime(self) -> Dict[str, str]:
         shots = int(self.cfg.DATASET.NUM_SHOTS)
-        sub = cfg_get(self.cfg.DATASET, "SUBSAMPLE_CLASSES", "all")
+        sub = cfg_value(self.cfg, "DATASET.SUBSAMPLE_CLASSES")
         what = f"{shots}-shot" if shots > 0 else "all"
         return {"labels": f"{what} labels of the {sub} classes", "images": f"{what} training images ({sub} classes)",
                 "class_names": "dataset", "teacher": "none (PromptKD stage 1)",
@@ -179,10 +180,10 @@ class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
         meta = super().checkpoint_meta()
         meta.update({"dataset": self.cfg.DATASET.NAME, "num_classes": len(self.dm.dataset.classnames),
                      "classnames": list(self.dm.dataset.classnames),
-                     "subsample_classes": cfg_get(self.cfg.DATASET, "SUBSAMPLE_CLASSES", "all"),
+                     "subsample_classes": cfg_value(self.cfg, "DATASET.SUBSAMPLE_CLASSES"),
                      "n_ctx_text": int(learner.n_ctx), "n_ctx_vision": int(learner.vision_ctx.shape[0]),
                      "depth_text": len(learner.text_deep) + 1, "depth_vision": len(learner.vision_deep) + 1,
-                     "ctx_init": self.cfg.TRAINER.PROMPTSRC.CTX_INIT})
+                     "ctx_init": cfg_value(self.cfg, "TRAINER.PROMPTSRC.CTX_INIT")})
         return meta
 
     def after_train(self) -> None:
@@ -225,12 +226,16 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
 
     @property
     def kd(self):
-        return self.cfg.TRAINER.PROMPTKD
+        return cfg_node(self.cfg, "TRAINER.PROMPTKD")
+
+    @property
+    def modal(self) -> str:
+        return cfg_value(self.cfg, "TRAINER.MODAL")
 
     # ----------------------------------------------------------------------------------------------------- config
     def check_cfg(self, cfg) -> None:
-        k = cfg.TRAINER.PROMPTKD
-        modal = cfg.TRAINER.MODAL
+        k = cfg_node(cfg, "TRAINER.PROMPTKD")
+        modal = cfg_value(cfg, "TRAINER.MODAL")
         if modal not in MODALS:
             raise ValueError(f"TRAINER.MODAL must be one of {MODALS}, got {modal!r}.")
         if k.VAL_MODE not in VAL_MODES:
@@ -259,7 +264,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         cfg = self.cfg
         self.all_dataset = all_class_dataset(cfg, self.dm.dataset)
         self.all_classnames: List[str] = list(self.all_dataset.classnames)
-        self.eval_range = eval_rows(cfg_get(cfg.DATASET, "SUBSAMPLE_CLASSES", "all"), len(self.all_classnames))
+        self.eval_range = eval_rows(cfg_value(cfg, "DATASET.SUBSAMPLE_CLASSES"), len(self.all_classnames))
         check_classnames(self.all_classnames[slice(*self.eval_range)], self.dm.dataset.classnames,
                          f"Rows {self.eval_range} of the all-class list")
         train_items, test_items = self.distillation_items()
@@ -283,7 +288,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
 
     def distillation_items(self) -> Tuple[list, Optional[list]]:
         """(distillation images, replacement test images or None)."""
-        if self.cfg.TRAINER.MODAL == "dg" and self.kd.DG_SPLIT == "halves":
+        if self.modal == "dg" and self.kd.DG_SPLIT == "halves":
             items = list(self.dm.dataset.test)
             order = random.Random(self.cfg.SEED).sample(range(len(items)), len(items))
             half = len(items) // 2
@@ -317,7 +322,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         if cfg.INPUT.SIZE[0] != loaded.preprocess.size:
             raise ValueError(f"INPUT.SIZE {cfg.INPUT.SIZE[0]} does not match {cfg.MODEL.BACKBONE.NAME}'s input "
                              f"resolution {loaded.preprocess.size}.")
-        self.teacher_dim = known_embed_dim(teacher_backbone(k), cfg.MODEL.get("CLIP", {}).get("DOWNLOAD_ROOT", ""),
+        self.teacher_dim = known_embed_dim(teacher_backbone(k), cfg_value(cfg, "MODEL.CLIP.DOWNLOAD_ROOT"),
                                            k.TEACHER_WEIGHTS)
         learner = StudentLearner(loaded.model, k.N_CTX_VISION, k.PROMPT_DEPTH_VISION, self.teacher_dim,
                                  k.PROJECT_LAYER)
@@ -344,13 +349,14 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         if meta.get("backbone") and meta["backbone"] != name:
             raise ValueError(f"Teacher checkpoint {path} was trained on {meta['backbone']!r} but "
                              f"TRAINER.PROMPTKD.TEACHER_BACKBONE is {name!r}.")
-        loaded = load_clip(name, download_root=cfg.MODEL.get("CLIP", {}).get("DOWNLOAD_ROOT", ""),
+        loaded = load_clip(name, download_root=cfg_value(cfg, "MODEL.CLIP.DOWNLOAD_ROOT"),
                            weights=k.TEACHER_WEIGHTS)
         prec = resolve_precision(k.PREC, self.device, "teacher")
         teacher, parts, design = build_prompted_teacher(
             loaded, state, meta, k.CTX_INIT, cfg.INPUT.SIZE[0], cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD, prec,
             n_ctx_text=int(k.N_CTX_TEXT), depth_text=int(k.TEACHER_DEPTH_TEXT),
-            depth_vision=int(k.TEACHER_DEPTH_VISION), source=path)
+            depth_vision=int(k.TEACHER_DEPTH_VISION), source=path,
+            truncate_text=cfg_value(cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
         self.check_teacher_classes(parts.num_classes, meta, path)
         if parts.unknown:
             print(f"Warning: ignored {len(parts.unknown)} unknown entries of {path}: {parts.unknown[:8]}")
@@ -364,7 +370,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
 
     def check_teacher_classes(self, trained: Optional[int], meta: Dict[str, Any], path: str) -> None:
         """A base-to-novel teacher must be this dataset's: trained on its m base (or all N) classes."""
-        if self.cfg.TRAINER.MODAL != "base2novel":
+        if self.modal != "base2novel":
             return
         n = len(self.all_classnames)
         m = math.ceil(n / 2)
@@ -440,7 +446,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
 
     def write_cache_files(self, cache_dir: str, teacher: PromptedTeacher) -> None:
         self.store_class_vectors(teacher.class_features, teacher.prompt_template, folder=cache_dir,
-                                logit_scale=float(teacher.logit_scale))
+                                 logit_scale=float(teacher.logit_scale))
 
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The teacher's logits over all N classes for these views: online, or from cached image features."""
@@ -526,7 +532,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
 
     # ---------------------------------------------------------------------------------------------------- records
     def regime_images(self) -> str:
-        modal, n = self.cfg.TRAINER.MODAL, len(self.all_classnames)
+        modal, n = self.modal, len(self.all_classnames)
         if modal == "dg":
             return ("a seeded half of the test images; evaluated on the other half" if self.kd.DG_SPLIT == "halves"
                     else "the test images themselves: transductive on test images")
@@ -548,7 +554,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         path = super().write_results(metrics)
         with open(path) as f:
             record = json.load(f)
-        record.update({"modal": self.cfg.TRAINER.MODAL, "kd_weight": self.kd_weight,
+        record.update({"modal": self.modal, "kd_weight": self.kd_weight,
                        "temperature": float(self.kd.TEMPERATURE), "num_all_classes": len(self.all_classnames),
                        "class_vector_rows": list(self.eval_range), "teacher": self.teacher_info or None,
                        "teacher_text_encoder_calls": self.text_encoder_calls})
@@ -559,7 +565,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
 
     def checkpoint_meta(self) -> Dict[str, Any]:
         meta = super().checkpoint_meta()
-        meta.update({"modal": self.cfg.TRAINER.MODAL, "teacher_backbone": teacher_backbone(self.kd),
+        meta.update({"modal": self.modal, "teacher_backbone": teacher_backbone(self.kd),
                      "teacher_checkpoint": self.teacher_info.get("checkpoint", ""),
                      "teacher_sha256": self.teacher_info.get("sha256", ""),
                      "num_all_classes": len(self.all_classnames), "project_layer": int(self.kd.PROJECT_LAYER)})

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer, load_student_clip
-from .config import add_keys, config_keys
-from .core.precision import resolve_precision
+from .config import add_keys, cfg_value, config_keys
+from .core.precision import cast_to_precision
 from .core.prompt_learners import PromptedCLIP, ZeroShotLearner
 from .core.templates import template_for
 
@@ -25,15 +25,16 @@ class ZeroshotCLIP_KD(PromptDistillTrainer):
 
     def build_student(self) -> PromptedCLIP:
         loaded = load_student_clip(self.cfg)
-        template = template_for(self.cfg.DATASET.NAME, self.cfg.TRAINER.ZEROSHOT.TEMPLATE)
+        template = template_for(self.cfg.DATASET.NAME, cfg_value(self.cfg, "TRAINER.ZEROSHOT.TEMPLATE"))
         print(f"Zero-shot template: {template!r}")
-        student = PromptedCLIP(loaded, ZeroShotLearner(), fixed_template=template)
+        student = PromptedCLIP(loaded, ZeroShotLearner(), fixed_template=template,
+                               truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
         student.register_class_set("eval", self.dm.dataset.classnames)
         return student
 
     def build_model(self) -> None:
         self.precision = self.student_precision()
-        self.model = self.build_student().to(self.device)
+        self.model = cast_to_precision(self.build_student().to(self.device), self.precision)
         self.register_model(self.model_name, self.model.prompt_learner, None, None)
         self.scaler = None
         self.teacher = None
