@@ -820,6 +820,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=None, help="where CSV/JSON/markdown go (default: OUTPUT_ROOT)")
     parser.add_argument("--test-log", action="store_true",
                         help="read '=> result' blocks in every log instead of waiting for the end-of-training line")
+    parser.add_argument("--paper", choices=("kdpl", "promptkd"), default=None,
+                        help="print ours beside the paper's numbers and the difference (tools/paper.py)")
+    parser.add_argument("--plot", action="store_true", help="write PNG figures + their data under OUT_DIR/plots "
+                                                            "(tools/plots.py)")
     args = parser.parse_args(argv)
     try:
         tables, scan = build_tables(args.root, args.protocol, test_log=args.test_log)
@@ -834,6 +838,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in scan.unrecognised:
         print(f"warning: unknown layout, skipped: {path}", file=sys.stderr)
     for path in write_outputs(tables, args.out_dir or args.root, scan):
+        print(f"wrote {path}", file=sys.stderr)
+    written: list[Path] = []
+    if args.paper:
+        from tools.paper import report
+
+        text, written = report(tables, args.paper, Path(args.out_dir or args.root))
+        print("\n\n" + text)
+    if args.plot:
+        from tools.plots import write_plots
+
+        written += write_plots(tables, scan, Path(args.out_dir or args.root) / "plots", args.paper)
+    for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
