@@ -2,8 +2,8 @@
 
 ``import datasets`` registers every dataset into ``dassl.data.datasets.DATASET_REGISTRY`` when Dassl is installed
 (the one line a CoOp fork needs instead of its ``import datasets.<name>`` list). Without Dassl, the parsing, split,
-few-shot, cache and synthetic-data modules (``datasets.core``, ``.sampling``, ``.cache``, ``.config``,
-``.synthetic``) still import and work; only registration is skipped.
+few-shot, cache and synthetic-data modules (``datasets.specs``, ``.readers``, ``.splits``, ``.sampling``,
+``.cache``, ``.config``, ``.synthetic``, ...) still import and work; only registration is skipped.
 """
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import importlib.util
 import sys
 
 from .config import DATASET_DEFAULTS, add_dataset_config, dataset_option
-from .core import SPECS, DatasetError, DatasetNotFoundError, Item, Splits, get_spec
+from .errors import DatasetError, DatasetNotFoundError
+from .items import Item, Splits
 from .sampling import sample_few_shot, subsample_classes
+from .specs import SPECS, get_spec
 
 __all__ = ["DASSL_AVAILABLE", "REGISTERED_NAMES", "SPECS", "DATASET_DEFAULTS", "add_dataset_config",
            "dataset_option", "DatasetError", "DatasetNotFoundError", "Item", "Splits", "get_spec",

@@ -1,7 +1,7 @@
 """The 15 CoOp-family datasets, registered under CoOp's names (DATASET.NAME) with CoOp's on-disk formats.
 
 Each class is a one-line declaration over :class:`BenchmarkDataset`; what differs between datasets is data in
-``datasets.core.SPECS`` (folder, image dir, split file, reader kind). Requires Dassl.
+``datasets.specs.SPECS`` (folder, image dir, split file, reader kind). Requires Dassl.
 """
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ from dassl.data.datasets import DatasetBase
 
 from .cache import check_cached_paths, find_cached, load_cache, write_cache
 from .config import dataset_option
-from .core import SPECS_BY_NAME, DatasetSpec, Splits, dataset_paths, read_benchmark, read_imagenet
 from .dassl_base import PipelineMixin, cfg_cache_dirs, dataset_root, register_dataset, verify_images
+from .items import Splits
+from .paths import dataset_paths
+from .readers import read_benchmark, read_imagenet
+from .specs import SPECS_BY_NAME, DatasetSpec
 
 __all__ = ["BenchmarkDataset", "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101",
            "FGVCAircraft", "SUN397", "DescribableTextures", "EuroSAT", "UCF101", "ImageNetV2", "ImageNetSketch",
@@ -20,7 +23,7 @@ PREPROCESSED = "preprocessed.pkl"
 
 
 class BenchmarkDataset(PipelineMixin, DatasetBase):
-    """A dataset of ``datasets.core.SPECS``: read its lists, then the shared few-shot / base-new pipeline.
+    """A dataset of ``datasets.specs.SPECS``: read its lists, then the shared few-shot / base-new pipeline.
 
     Test-only ImageNet variants ignore NUM_SHOTS (as CoOp) but honour SUBSAMPLE_CLASSES (CoOp ignores it; "all",
     the default, gives CoOp's behaviour).

@@ -22,7 +22,8 @@ import pickle
 import tempfile
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .core import DatasetError, Item
+from .errors import DatasetError
+from .items import Item
 from .sampling import few_shot_splits
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def load_pickle(path: str) -> Any:
 def encode_item_lists(lists: Mapping[str, Sequence[Any]]) -> bytes:
     """Our cache format: ``{"format": JSON_FORMAT, "<split>": [{impath, label, domain, classname}, ...]}``.
 
-    Items may be :class:`~datasets.core.Item`, Dassl ``Datum`` or anything with those four attributes; paths are
+    Items may be :class:`~datasets.items.Item`, Dassl ``Datum`` or anything with those four attributes; paths are
     stored as given (absolute, as CoOp's pickles hold them).
     """
     data: Dict[str, Any] = {"format": JSON_FORMAT}

@@ -16,8 +16,9 @@ from dassl.data.datasets import DATASET_REGISTRY, Datum, DatasetBase  # noqa: E4
 
 from .cache import FEWSHOT_SUBDIR, cache_dirs, cached_few_shot, fallback_root  # noqa: E402
 from .config import dataset_option  # noqa: E402
-from .core import DatasetNotFoundError, Item  # noqa: E402
+from .errors import DatasetNotFoundError  # noqa: E402
 from .image_io import install_image_reader  # noqa: E402
+from .items import Item  # noqa: E402
 from .sampling import shots_used, subsample_classes  # noqa: E402
 
 __all__ = ["to_datum", "from_datum", "verify_images", "register_dataset", "PipelineMixin", "dataset_root",

@@ -2,7 +2,7 @@
 and VisDA17. Requires Dassl.
 
 Dassl's VLCS leaves class names empty and its PACS/VisDA17 take them from folder names; prompt-based methods need
-the fixed, prompt-ready lists of ``datasets.core``. The ``*Named`` classes read the data with Dassl's own loader,
+the fixed, prompt-ready lists of ``datasets.specs``. The ``*Named`` classes read the data with Dassl's own loader,
 check that every label indexes the expected name, fill the names in, and then apply the shared few-shot (seeded,
 cached, cache name tagged with the source domains) and base/new pipeline.
 """
@@ -15,8 +15,10 @@ from dassl.data.datasets.da.visda17 import VisDA17
 from dassl.data.datasets.dg.pacs import PACS
 from dassl.data.datasets.dg.vlcs import VLCS
 
-from .core import (IMAGECLEF_CLASSNAMES, IMAGECLEF_DOMAINS, PACS_CLASSNAMES, VISDA17_CLASSNAMES, VLCS_CLASSNAMES,
-                   Item, check_label_names, read_imageclef, require_dir)
+from .domain_readers import check_label_names, read_imageclef
+from .items import Item
+from .paths import require_dir
+from .specs import IMAGECLEF_CLASSNAMES, IMAGECLEF_DOMAINS, PACS_CLASSNAMES, VISDA17_CLASSNAMES, VLCS_CLASSNAMES
 from .dassl_base import PipelineMixin, dataset_root, from_datum, register_dataset, verify_images
 
 __all__ = ["ImageCLEFDA", "PACSNamed", "VLCSNamed", "VisDA17Named", "DOMAIN_CLASSNAMES", "domain_cache_tag"]

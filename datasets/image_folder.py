@@ -11,8 +11,8 @@ import os
 from dassl.data.datasets import DatasetBase
 
 from .config import dataset_option
-from .core import read_image_folder
 from .dassl_base import PipelineMixin, dataset_root, register_dataset
+from .domain_readers import read_image_folder
 
 __all__ = ["ImageFolderDataset"]
 

@@ -13,7 +13,8 @@ from typing import List, Optional
 
 from PIL import Image
 
-from .core import DatasetError, locate_dataset
+from .errors import DatasetError
+from .paths import locate_dataset
 
 __all__ = ["UnreadableImageError", "check_data_command", "image_problem", "read_image", "install_image_reader"]
 

@@ -18,7 +18,7 @@ import random
 from collections import Counter, OrderedDict
 from typing import Dict, List, Sequence, Tuple
 
-from .core import Item
+from .items import Item
 
 __all__ = ["SUBSAMPLE_CHOICES", "group_by_label", "sample_few_shot", "few_shot_splits", "subsample_classes",
            "base_new_labels", "shots_used", "VAL_SHOTS_CAP"]

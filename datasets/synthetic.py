@@ -19,8 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .core import (EUROSAT_RENAME, IMAGECLEF_CLASSNAMES, IMAGECLEF_DOMAINS, PACS_CLASSNAMES, SPECS_BY_KEY,
-                   VISDA17_CLASSNAMES, VLCS_CLASSNAMES, DatasetSpec)
+from .specs import (EUROSAT_RENAME, IMAGECLEF_CLASSNAMES, IMAGECLEF_DOMAINS, PACS_CLASSNAMES, SPECS_BY_KEY,
+                    VISDA17_CLASSNAMES, VLCS_CLASSNAMES, DatasetSpec)
 
 __all__ = ["LAYOUTS", "make_synthetic_dataset", "render_image", "synthetic_classnames", "split_counts", "main"]
 

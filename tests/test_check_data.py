@@ -34,7 +34,7 @@ def _png_bytes() -> bytes:
 
 
 def test_official_counts_cover_the_15_datasets():
-    from datasets.core import SPECS
+    from datasets.specs import SPECS
 
     assert set(OFFICIAL_COUNTS) == {s.key for s in SPECS}
     assert OFFICIAL_COUNTS["eurosat"] == {"train": 13500, "val": 5400, "test": 8100}

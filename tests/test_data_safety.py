@@ -12,7 +12,9 @@ import pytest
 import _dataset_fixtures  # noqa: F401  (repository root on sys.path, outdated disabled)
 from datasets.cache import (JSON_FORMAT, FewShotCacheError, UnsafePickleError, cache_dirs, cached_few_shot,
                             encode_item_lists, find_cached, load_cache, load_pickle)
-from datasets.core import Item, get_spec, locate_dataset
+from datasets.items import Item
+from datasets.paths import locate_dataset
+from datasets.specs import get_spec
 from datasets.image_io import UnreadableImageError, check_data_command, read_image
 from datasets.synthetic import make_synthetic_dataset
 

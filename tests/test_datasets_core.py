@@ -1,4 +1,4 @@
-"""Dataset parsing, splits, few-shot, caches and synthetic trees, without Dassl (datasets.core & co.)."""
+"""Dataset parsing, splits, few-shot, caches and synthetic trees, without Dassl (datasets.readers & co.)."""
 from __future__ import annotations
 
 import json
@@ -16,10 +16,12 @@ import _dataset_fixtures  # noqa: F401  (repository root on sys.path)
 from datasets.cache import (FewShotCacheError, atomic_write_bytes, cache_dirs, cached_few_shot, encode_item_lists,
                             fallback_root, fewshot_cache_name, find_cached, load_cache, load_pickle, write_cache)
 from datasets.config import DATASET_DEFAULTS, add_dataset_config, dataset_option
-from datasets.core import (HF_REUPLOAD, IMAGECLEF_CLASSNAMES, SPECS, SPECS_BY_KEY, DatasetError,
-                           DatasetNotFoundError, Item, SplitGenerationError, check_label_names, get_spec,
-                           read_benchmark, read_image_folder, read_imageclef)
+from datasets.domain_readers import check_label_names, read_image_folder, read_imageclef
+from datasets.errors import DatasetError, DatasetNotFoundError, SplitGenerationError
+from datasets.items import Item
+from datasets.readers import read_benchmark
 from datasets.sampling import base_new_labels, few_shot_splits, sample_few_shot, subsample_classes
+from datasets.specs import HF_REUPLOAD, IMAGECLEF_CLASSNAMES, SPECS, SPECS_BY_KEY, get_spec
 from datasets.synthetic import LAYOUTS, main as synthetic_main, make_synthetic_dataset, synthetic_classnames
 
 JSON_KEYS = [s.key for s in SPECS if s.kind == "split_json"]
@@ -440,7 +442,8 @@ def test_synthetic_cli_and_all_layouts(tmp_path, capsys):
 
 def test_core_imports_without_dassl():
     code = ("import sys; sys.modules['dassl'] = None\n"
-            "import datasets, datasets.core, datasets.synthetic, datasets.cache, datasets.sampling\n"
+            "import datasets, datasets.synthetic, datasets.cache, datasets.sampling, datasets.readers\n"
+            "import datasets.domain_readers, datasets.image_io\n"
             "assert datasets.DASSL_AVAILABLE is False\n"
             "assert 'torch' not in sys.modules\n"
             "print('ok')")

@@ -19,8 +19,9 @@ from dassl.data.datasets import DATASET_REGISTRY, DatasetBase, Datum  # noqa: E4
 
 import datasets  # noqa: E402
 from datasets.cache import FewShotCacheError  # noqa: E402
-from datasets.core import SPECS, DatasetError, DatasetNotFoundError  # noqa: E402
+from datasets.errors import DatasetError, DatasetNotFoundError  # noqa: E402
 from datasets.dassl_base import register_dataset  # noqa: E402
+from datasets.specs import SPECS  # noqa: E402
 from datasets.synthetic import DOMAIN_LAYOUTS, make_synthetic_dataset, synthetic_classnames  # noqa: E402
 
 SPEC_CASES = [(s.name, s.key) for s in SPECS] + [("ImageFolderDataset", "image_folder")] + \

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 import _dataset_fixtures  # noqa: F401  (repository root on sys.path)
-from datasets.core import Item
+from datasets.items import Item
 from datasets.sampling import sample_few_shot, shots_used
 from datasets.synthetic import make_synthetic_dataset
 from trainers.core.shots import shots_used_record

@@ -3,7 +3,7 @@
     python -m tools.check_data DATASET --root $DATA [--workers N] [--no-decode] [--strict-counts]
 
 DATASET is a yaml key (``eurosat``) or DATASET.NAME (``EuroSAT``) of the 15 CoOp-family datasets. The dataset is
-located and its lists are read exactly as training reads them (``datasets.core.read_benchmark``); every listed file
+located and its lists are read exactly as training reads them (``datasets.readers.read_benchmark``); every listed file
 is opened and fully decoded the way the loader decodes it (``datasets.image_io``), with a progress bar. Cached
 few-shot / preprocessed lists in the dataset folder are read through the safe loader too (a crafted pickle is
 reported, never run). Prints the per-split counts next to the official ones and every bad file.
@@ -103,7 +103,7 @@ def check_caches(dataset_dir: str) -> List[Tuple[str, str]]:
     Read with the training code's safe loader, so a crafted pickle is refused without running anything.
     """
     from datasets.cache import FEWSHOT_SUBDIR, check_cached_paths, load_cache
-    from datasets.core import DatasetError
+    from datasets.errors import DatasetError
 
     patterns = [os.path.join(dataset_dir, FEWSHOT_SUBDIR, "*.json"), os.path.join(dataset_dir, FEWSHOT_SUBDIR, "*.pkl"),
                 os.path.join(dataset_dir, "preprocessed.json"), os.path.join(dataset_dir, "preprocessed.pkl")]
@@ -118,7 +118,10 @@ def check_caches(dataset_dir: str) -> List[Tuple[str, str]]:
 
 def check_dataset(name: str, root: str, decode: bool = True, workers: int = 8) -> DataReport:
     """Read ``name``'s lists under ``root`` as training does and check every listed file (see the module doc)."""
-    from datasets.core import DatasetError, dataset_paths, get_spec, read_benchmark
+    from datasets.errors import DatasetError
+    from datasets.paths import dataset_paths
+    from datasets.readers import read_benchmark
+    from datasets.specs import get_spec
 
     spec = get_spec(name)
     report = DataReport(spec.name, os.path.join(os.path.abspath(os.path.expanduser(root)), spec.folder))
@@ -171,7 +174,7 @@ def format_report(report: DataReport, strict_counts: bool = False) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from datasets.core import SPECS, get_spec
+    from datasets.specs import SPECS, get_spec
 
     parser = argparse.ArgumentParser(prog="python -m tools.check_data", description=__doc__.split("\n\n")[0],
                                      epilog="Exit status: 0 all files usable, 1 problems found.")
