@@ -141,7 +141,7 @@ def test_all_four_modes_end_to_end(four_modes):
 
 
 def test_results_table_compares_the_modes(four_modes, workspace):
-    tools_results = pytest.importorskip("tools.results", reason="tools/results.py is not in this tree")
+    tools_results = pytest.importorskip("tools.results", reason="tools/results/ is not in this tree")
     tables, _ = tools_results.build_tables(workspace / "output/dfkd", protocol="dfkd")
     rows = [r for t in tables for r in t.rows if r.get("domain") == "Mean"]
     assert {r["tag"] for r in rows} == set(TRAINERS)

@@ -178,7 +178,8 @@ def test_trainers_never_import_datasets():
 
 def test_split_modules_stay_under_the_line_limit():
     """The modules split by concern here stay <= 500 lines (the limit of issue 12 for trainers/, tools/, datasets/)."""
-    modules = module_files(ROOT, ("datasets", "trainers/core/diversify"))
+    modules = module_files(ROOT, ("datasets", "trainers/core/diversify", "tools/results"))
+    assert "tools.results.protocols.base2new" in modules, sorted(modules)  # the results package is in scope
     lines = {}
     for path in modules.values():
         with open(path, encoding="utf-8") as f:

@@ -1,4 +1,4 @@
-"""Tests of tools/results.py on synthetic output trees (no torch, no Dassl).
+"""Tests of tools/results/ on synthetic output trees (no torch, no Dassl).
 
 Each test writes the directory layout a protocol produces (protocols.md §6, kdpl.md §8) with results.json and/or
 Dassl-style log.txt files, then checks the aggregated numbers against hand computations.
@@ -551,6 +551,101 @@ def test_cli_as_module(tmp_path: Path) -> None:
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "Average" in proc.stdout
+
+
+# ----------------------------------------------------------------------------------------------- a new protocol
+
+TOY_PROTOCOL = '''"""A toy protocol: mean accuracy per trainer and dataset of the runs under toy/DATASET/TAG/seedS."""
+from tools.results.layout import register_layout
+from tools.results.registry import register
+from tools.results.stats import Stat, stat_fields
+from tools.results.table import Table, accuracies, index_runs
+from tools.results.writers import fmt, md_table
+
+
+@register_layout
+def toy_layout(part):
+    if part(-4) == "toy":
+        return {"layout": "toy", "dataset": part(-3), "tag": part(-2), "cfg": "-", "shots": None}
+    return None
+
+
+@register("toy", order=60, layout="toy/DATASET/TAG/seedS")
+def build(ctx):
+    index = index_runs([r for r in ctx.scan.runs if r.layout == "toy"], lambda r: (r.tag, r.dataset), ctx.scan)
+    if not index:
+        return None
+    rows, cells = [], []
+    for (tag, dataset), seeds in sorted(index.items()):
+        stat = Stat.of(accuracies(seeds))
+        rows.append({"protocol": "toy", "tag": tag, "dataset": dataset, **stat_fields(stat)})
+        cells.append([tag, dataset, fmt(stat)])
+    return Table.noted("toy", rows, "### toy\\n\\n" + md_table(["Trainer", "Dataset", "Accuracy"], cells), [])
+'''
+TOY_ROW = "| KDPL_CoOp | eurosat | 75.00 ± 5.00 |"
+
+
+def build_toy(root: Path) -> None:
+    for seed, acc in ((1, 70.0), (2, 80.0)):
+        write_json(root / "toy" / "eurosat" / "KDPL_CoOp" / f"seed{seed}", acc)
+
+
+def test_a_new_protocol_is_one_module_registering_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A protocol (with its own layout) defined outside the package joins the CLI, auto mode and the error message."""
+    import importlib.util
+
+    from tools.results import registry
+
+    build_toy(tmp_path / "out")
+    build_b2n(tmp_path / "out")
+    builtin = registry.names()
+    assert builtin == ("base2new", "xd", "dg", "fewshot", "dfkd")
+    _, scan = R.build_tables(tmp_path / "out")
+    assert len(scan.unrecognised) == 2  # unknown before the protocol exists
+    with pytest.raises(SystemExit):
+        R.main([str(tmp_path / "out"), "--protocol", "toy"])
+    (tmp_path / "toy_protocol.py").write_text(TOY_PROTOCOL)
+    spec = importlib.util.spec_from_file_location("toy_protocol", tmp_path / "toy_protocol.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        assert registry.names() == (*builtin, "toy")
+        tables, scan = R.build_tables(tmp_path / "out")
+        assert [t.protocol for t in tables] == ["base2new", "toy"] and not scan.unrecognised
+        (row,) = tables[1].rows
+        assert (row["mean"], row["std"], row["n"], row["seeds"]) == (75.0, 5.0, 2, {1: 70.0, 2: 80.0})
+        assert R.main([str(tmp_path / "out"), "--protocol", "toy", "--out-dir", str(tmp_path / "tables")]) == 0
+        assert TOY_ROW in capsys.readouterr().out
+        assert (tmp_path / "tables" / "results_toy.md").read_text().startswith("### toy")
+        with pytest.raises(R.ResultsNotFound, match="toy: toy/DATASET/TAG/seedS"):
+            R.build_tables(tmp_path / "empty", "toy")
+        with pytest.raises(ValueError, match="'toy' is already registered by toy_protocol"):
+            registry.register("toy", order=70, layout="-")(module.build)
+    finally:
+        registry.unregister("toy")
+        R.unregister_layout(module.toy_layout)
+    assert registry.names() == builtin
+
+
+def test_a_new_protocol_file_in_the_package_is_found(tmp_path: Path) -> None:
+    """Dropping one file into tools/results/protocols/ (of a copy of the package) is all it takes."""
+    import os
+    import shutil
+    import subprocess
+
+    copy = tmp_path / "repo"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "tools" / "results", copy / "tools" / "results", ignore=ignore)
+    for name in ("__init__.py", "datasets_table.py"):
+        shutil.copy(ROOT / "tools" / name, copy / "tools" / name)
+    (copy / "tools" / "results" / "protocols" / "toy.py").write_text(TOY_PROTOCOL)
+    build_toy(tmp_path / "out")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the copy, not this checkout
+    proc = subprocess.run([sys.executable, "-m", "tools.results", str(tmp_path / "out"), "--protocol", "toy"],
+                          cwd=copy, capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert TOY_ROW in proc.stdout and (tmp_path / "out" / "results_toy.csv").is_file()
+    assert f"wrote {tmp_path / 'out' / 'results_toy.csv'}" in proc.stderr
 
 
 # ----------------------------------------------------------------------------------------------- dataset table

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: bash scripts/dfkd/compare_modes.sh DATASET [SEED...]
 # The four prompt modes side by side (Handcrafted, Mix, Random, Contrastive; default seeds 1 2 3) plus the CLIP
-# teacher's zero-shot row, then the per-domain comparison table of tools/results.py (protocol dfkd).
+# teacher's zero-shot row, then the per-domain comparison table of tools/results/ (protocol dfkd).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 [[ $# -ge 1 ]] || die "usage: $0 DATASET [SEED...]"

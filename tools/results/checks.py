@@ -1,4 +1,4 @@
-"""What keeps the results tables from printing a silently wrong number (used by tools/results.py).
+"""What keeps the results tables from printing a silently wrong number (used by every module of tools/results/).
 
 * a ``results.json`` that cannot be trusted (invalid JSON, no accuracy, wrong types) is named with its reason;
 * a seed contributes to a table only when it has every run the table combines for it ("complete seeds");
