@@ -13,10 +13,10 @@
 #   EXTRA_OPTS  trailing yacs opts appended to every train.py call, e.g. "OPTIM.MAX_EPOCH 1"
 #   DRY_RUN=1   print each train.py command (prefixed "[dry-run] ") instead of running it
 #   TEACHER_CACHE_ROOT  set: each KDPL / PromptKD training run first builds (or finishes) its offline teacher cache in
-#               TEACHER_CACHE_ROOT/<the run's path below OUTPUT> with tools/build_teacher_cache.py, then trains from it
+#               $(teacher_cache_dir ...) with tools/build_teacher_cache.py, then trains from it
 #   CACHE_LAUNCHER  what runs the cache builder (default ${PYTHON}; e.g. "torchrun --nproc_per_node 8")
 # Each method script sets TRAINER, CFG and TAG (and METHOD_OPTS, an array of trailing opts; CACHE_NODE, the config
-# node of its teacher-cache keys, where it has one) before using them.
+# node of its teacher-cache keys, where it has one, and may redefine teacher_cache_dir) before using them.
 
 DATA=${DATA:-/path/to/datasets}
 OUTPUT=${OUTPUT:-output}
@@ -88,6 +88,13 @@ check_model_dir() {
         || die "no checkpoint model.pth.tar-${epoch} under ${dir}: run the matching train script first"
 }
 
+# teacher_cache_dir RUN_DIR DATASET SEED SUBSAMPLE -> where a training run's offline teacher cache lives. Default: the
+# run's own path below OUTPUT, under TEACHER_CACHE_ROOT (PromptKD: its rows depend on its teacher checkpoint). KDPL
+# redefines it (scripts/kdpl/env.sh) so that every KDPL trainer shares one cache per dataset, seed and views.
+teacher_cache_dir() {
+    echo "${TEACHER_CACHE_ROOT}/${1#"${OUTPUT}"/}"
+}
+
 # run_cmd CMD...: run it, or print it under DRY_RUN=1.
 run_cmd() {
     if [[ ${DRY_RUN} == 1 ]]; then
@@ -135,7 +142,8 @@ run_train_py() {
     elif [[ -n ${TEACHER_CACHE_ROOT} && -z ${CACHE_NODE} ]]; then
         echo "note: TEACHER_CACHE_ROOT ignored: ${TRAINER} has no offline teacher cache"
     elif [[ -n ${TEACHER_CACHE_ROOT} ]]; then  # a training run from an offline teacher cache: build it first
-        local cache_dir="${TEACHER_CACHE_ROOT}/${dir#"${OUTPUT}"/}" launcher=()
+        local cache_dir launcher=()
+        cache_dir=$(teacher_cache_dir "${dir}" "${dataset}" "${seed}" "${sub}")
         read -r -a launcher <<<"${CACHE_LAUNCHER}"
         run_cmd "${launcher[@]}" -m tools.build_teacher_cache "${args[@]}" --cache-dir "${cache_dir}" "${opts[@]}"
         opts+=("TRAINER.${CACHE_NODE}.TEACHER_CACHE" "${cache_dir}")

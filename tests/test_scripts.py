@@ -75,7 +75,7 @@ def parse_call(line: str) -> Call:
 def run_script(script: str, *args: str, cwd: Path = ROOT, check: bool = True, **env: str
                ) -> subprocess.CompletedProcess[str]:
     ours = {"TRAINER", "CFG", "CA", "SHOTS", "EXTRA_OPTS", "DATA", "OUTPUT", "PYTHON", "XD_SOURCE", "DRY_RUN",
-            "TEACHER_CACHE_ROOT", "CACHE_LAUNCHER", "TEACHER_CKPT", "TEACHER_ROOT"}
+            "TEACHER_CACHE_ROOT", "CACHE_LAUNCHER", "TEACHER_CKPT", "TEACHER_ROOT", "KDPL_CACHE_TAG"}
     full_env = {k: v for k, v in os.environ.items() if k not in ours}
     full_env.update(env)
     proc = subprocess.run(["bash", f"scripts/{script}", *args], cwd=cwd, env=full_env, capture_output=True,
@@ -444,12 +444,14 @@ def test_configs_merge_into_trainer_defaults(path: Path) -> None:
     cfg.merge_from_file(str(path))
 
 
-@pytest.mark.parametrize("script, node, tail", [
-    ("kdpl/base2new.sh", "KDPL", "base2new/train_base/eurosat/shots_16/KDPL_CoOp/vit_b32_ctxv1/seed1"),
+@pytest.mark.parametrize("script, node, tail, cache_tail", [
+    ("kdpl/base2new.sh", "KDPL", "base2new/train_base/eurosat/shots_16/KDPL_CoOp/vit_b32_ctxv1/seed1",
+     "kdpl/eurosat/base/shots_16/seed1/teacher/classes"),
     ("promptkd/base2new.sh", "PROMPTKD",
+     "base2new/train_base/eurosat/shots_0/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx/seed1",
      "base2new/train_base/eurosat/shots_0/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx/seed1"),
 ])
-def test_teacher_cache_root_builds_the_cache_then_trains_from_it(script, node, tail):
+def test_teacher_cache_root_builds_the_cache_then_trains_from_it(script, node, tail, cache_tail):
     proc = run_script(script, "eurosat", "1", DRY_RUN="1", OUTPUT="out", TEACHER_CACHE_ROOT="cache",
                       CACHE_LAUNCHER="torchrun --nproc_per_node 2")
     lines = [line for line in proc.stdout.splitlines() if line.startswith("[dry-run] ")]
@@ -457,13 +459,37 @@ def test_teacher_cache_root_builds_the_cache_then_trains_from_it(script, node, t
     train, tests = parse_call(lines[1]), [parse_call(line) for line in lines[2:]]
     assert build[:5] == ["torchrun", "--nproc_per_node", "2", "-m", "tools.build_teacher_cache"]
     cache_dir = build[build.index("--cache-dir") + 1]
-    assert cache_dir == f"cache/{tail}" and train.out == f"out/{tail}"
+    assert cache_dir == f"cache/{cache_tail}" and train.out == f"out/{tail}"
     # the builder gets the training run's exact arguments and opts
     for flag in ("--root", "--seed", "--trainer", "--dataset-config-file", "--config-file"):
         assert build[build.index(flag) + 1] == train.flags[flag]
     key = f"TRAINER.{node}.TEACHER_CACHE"
     assert build[build.index("--cache-dir") + 2:] == train.opts[:-2] and train.opts[-2:] == [key, cache_dir]
     assert len(tests) == 2 and all(t.eval_only and key not in t.opts for t in tests)
+
+
+def test_kdpl_trainers_share_one_teacher_cache_per_dataset_seed_and_teacher():
+    """The KDPL cache path holds no trainer, CFG or student option: one teacher pass serves the whole table."""
+    def cache_dir(script: str, *args: str, **env: str) -> str:
+        proc = run_script(script, *args, DRY_RUN="1", OUTPUT="out", TEACHER_CACHE_ROOT="cache", **env)
+        build = shlex.split(proc.stdout.splitlines()[0][len("[dry-run] "):])
+        assert build[build.index("-m") + 1] == "tools.build_teacher_cache"
+        return build[build.index("--cache-dir") + 1]
+
+    coop = cache_dir("kdpl/base2new_train.sh", "eurosat", "1")
+    assert coop == "cache/kdpl/eurosat/base/shots_16/seed1/teacher/classes"
+    for trainer in ("KDPL_CoCoOp", "KDPL_VPT", "KDPL_MaPLe", "KDPL_PromptSRC"):
+        assert cache_dir("kdpl/base2new_train.sh", "eurosat", "1", TRAINER=trainer) == coop
+    assert cache_dir("kdpl/base2new_train.sh", "eurosat", "1", CFG="rn50_ctxv1", EXTRA_OPTS="OPTIM.LR 0.1") == coop
+    others = {cache_dir("kdpl/base2new_train.sh", "eurosat", "2"),
+              cache_dir("kdpl/base2new_train.sh", "eurosat", "1", CA="1"),
+              cache_dir("kdpl/base2new_train.sh", "eurosat", "1", SHOTS="4"),
+              cache_dir("kdpl/base2new_train.sh", "dtd", "1"),
+              cache_dir("kdpl/xd_train.sh", "1"),
+              cache_dir("kdpl/base2new_train.sh", "eurosat", "1", EXTRA_OPTS="TRAINER.KDPL.TEACHER ViT-L/14"),
+              cache_dir("kdpl/base2new_train.sh", "eurosat", "1", KDPL_CACHE_TAG="dfn5b-h14")}
+    assert len(others) == 7 and coop not in others
+    assert "cache/kdpl/imagenet/all/shots_16/seed1/teacher/classes" in others
 
 
 def test_teacher_cache_root_is_ignored_where_there_is_no_teacher_cache():

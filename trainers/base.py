@@ -29,7 +29,7 @@ from .core.checkpoints import (POINTER_FILE, atomic_torch_save, atomic_write, at
                                checkpoint_name, merge_timings, newest_loadable, prune_checkpoints, read_pointer,
                                remove_stale_temp_files, restore_rng_state, write_pointer)
 from .core.clip_models import LoadedClip, load_clip
-from .core.precision import autocast, peak_memory_mb, resolve_precision, weight_dtype
+from .core.precision import autocast, cast_to_precision, needs_grad_scaler, peak_memory_mb, resolve_precision
 from .core.prompt_learners import load_learner_state
 from .core.shots import shots_used_record
 from .core.timing import RegionTimer
@@ -122,9 +122,7 @@ class PromptDistillTrainer(TrainerX):
         self.precision = self.student_precision()
         print(f"Building student {type(self).__name__} ({cfg.MODEL.BACKBONE.NAME}, precision {self.precision})")
         self.model = self.build_student()
-        self.model.to(self.device)
-        if self.precision in ("fp16", "bf16"):
-            self.model.to(weight_dtype(self.precision))
+        cast_to_precision(self.model.to(self.device), self.precision)
         learnable = self.learnable()
         for name, p in self.model.named_parameters():
             p.requires_grad_(False)
@@ -136,7 +134,8 @@ class PromptDistillTrainer(TrainerX):
         self.optim = build_optimizer(learnable, cfg.OPTIM, param_groups=self.param_groups())
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM)
         self.register_model(self.model_name, learnable, self.optim, self.sched)
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "amp" else None
+        # fp16 autocast only (amp on a GPU); bf16 and amp-on-CPU (bf16 autocast) need no loss scaling
+        self.scaler = torch.amp.GradScaler(self.device.type) if needs_grad_scaler(self.device, self.precision) else None
         self.teacher = None
         self.teacher_timer = RegionTimer(self.device)
         self.timings: Dict[str, float] = {}

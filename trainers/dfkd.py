@@ -82,7 +82,7 @@ DFKD_DEFAULTS: Dict[str, Any] = {
     "SYN_SIZE": 224,
     "SYN_PER_CLASS": 64,
     "SYN_BATCH": 16,
-    "SYN_PRECISION": "fp32",  # fp32 | bf16 | fp16 (GPU only; CPU runs fp32)
+    "SYN_PRECISION": "fp32",  # fp32 | bf16 | fp16 (fp16 on GPU only; CPU runs it in fp32)
     "SYN_KEEP": "final",  # final | best
     "SYN_INIT_WEIGHT": 0.0,
     "SYN_FOURIER_DECAY": 1.0,
@@ -104,7 +104,7 @@ DFKD_DEFAULTS: Dict[str, Any] = {
     "STUDENT": "resnet18",
     "STUDENT_PRETRAINED": "",  # local ImageNet weights file; "" = random init (never downloaded)
     "HEAD_LR_MULT": 10.0,  # new head's LR multiplier when STUDENT_PRETRAINED is set
-    "PREC": "fp32",  # student: fp32 | amp
+    "PREC": "fp32",  # student: fp32 | amp | bf16 | fp16 (fp16 on GPU; trainers/core/precision.py)
     "KD_T": 4.0,
     "KD_CE_WEIGHT": 0.0,
     # few-shot (§5)

@@ -20,7 +20,7 @@ from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.class_dictionary import load_class_dictionary
 from .core.clip_models import load_clip
 from .core.losses import symmetric_kl
-from .core.precision import autocast, resolve_precision
+from .core.precision import autocast, compute_dtype, resolve_precision
 from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, MaPLePromptLearner, PromptedCLIP,
                                    PromptLearner, VPTPromptLearner)
 from .core.selection import select_top_classes
@@ -128,32 +128,45 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
         self.adopt_data_manager(DataManager(self.cfg, dataset_wrapper=wrapper))
 
     def cache_meta(self) -> Dict[str, object]:
-        """A row = the teacher's logits over the training classes, at the student's logit scale."""
+        """A row = the teacher's cosine similarities to the training classes: nothing of the student's, so every
+        KDPL_<Base> trainer reads one cache (the student's logit scale is applied at read time)."""
         k = self.kdpl
         names = self.training_classnames()
         return {**self.view_meta(), "kind": "logits", "width": len(names), "num_classes": len(names),
-                "teacher": k.TEACHER, "teacher_pretrained": k.TEACHER_PRETRAINED, "teacher_prec": k.TEACHER_PREC,
-                "student": self.cfg.MODEL.BACKBONE.NAME, "template": self.teacher_template,
-                "classes_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest(),
-                "logit_scale": round(float(self.model.logit_scale), 4),
-                # a frozen student image tower (CoOp, CoCoOp) is cached too: a cached step runs no image tower
-                "student_features": not self.model.prompt_learner.has_vision_prompts}
+                "teacher": k.TEACHER, "teacher_pretrained": k.TEACHER_PRETRAINED, "teacher_backend": k.TEACHER_BACKEND,
+                "teacher_prec": k.TEACHER_PREC, "template": self.teacher_template,
+                "classes_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
 
-    def cache_rows(self, teacher: FrozenTeacher, images: torch.Tensor
-                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        logits = teacher.logits(images, self.model.logit_scale)
+    def cache_rows(self, teacher: FrozenTeacher, images: torch.Tensor) -> torch.Tensor:
+        return teacher.logits(images, 1.0)
+
+    def cache_row_scale(self) -> float:
+        return float(self.model.logit_scale)
+
+    def student_cache_meta(self) -> Optional[Dict[str, object]]:
+        """A frozen student image tower (CoOp, CoCoOp) is cached too, per backbone and precision: a cached step then
+        runs no image tower."""
         if self.model.prompt_learner.has_vision_prompts:
-            return logits, None
+            return None
+        return {"kind": "student_features", "width": int(self.model.clip.text_projection.shape[1]),
+                "student": self.cfg.MODEL.BACKBONE.NAME, "student_weights": cfg_value(self.cfg, "MODEL.CLIP.WEIGHTS"),
+                "student_prec": self.precision,
+                "student_compute": str(compute_dtype(self.device, self.precision)).replace("torch.", "")}
+
+    def student_cache_rows(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.precision):  # as the training step computes them
-            return logits, self.model.encode_image(images)
+            return self.model.encode_image(images)
 
     def cache_topk(self) -> int:
         k = int(self.kdpl.CACHE_TOPK)
-        if self.kdpl.CLASS_AGNOSTIC and 0 < k < int(self.kdpl.K_MAX):
-            raise ValueError(f"TRAINER.KDPL.CACHE_TOPK {k} < K_MAX {self.kdpl.K_MAX}: class-agnostic KDPL selects the "
-                             "teacher's K_MAX most probable classes per batch, a ranking a top-k cache does not keep "
-                             "beyond k. Set CACHE_TOPK >= K_MAX (or 0 for whole rows).")
+        self.check_cache_topk(k, "TRAINER.KDPL.CACHE_TOPK")
         return k
+
+    def check_cache_topk(self, topk: int, source: str) -> None:
+        if self.kdpl.CLASS_AGNOSTIC and 0 < topk < int(self.kdpl.K_MAX):
+            raise ValueError(f"{source} {topk} < K_MAX {self.kdpl.K_MAX}: class-agnostic KDPL selects the teacher's "
+                             "K_MAX most probable classes per batch, a ranking a top-k cache does not keep beyond k. "
+                             "Set CACHE_TOPK >= K_MAX (or 0 for whole rows).")
 
     def build_teacher(self) -> Optional[FrozenTeacher]:
         return None if self.open_teacher_cache() is not None else self.build_online_teacher()
@@ -189,13 +202,6 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
         teacher_logits, idx = self.teacher_targets(images)
         student_logits = self.model(images, key="train", idx=idx, image_features=self.cached_student_features())
         return self.kdpl_loss(teacher_logits, student_logits)
-
-    def cached_student_features(self) -> Optional[torch.Tensor]:
-        """The student's frozen image features of this batch's views, when the teacher cache holds them."""
-        cache = self.teacher_cache
-        if cache is None or not cache.has_student_features:
-            return None
-        return cache.lookup_student(self.epoch, self.batch_index)
 
     def kdpl_loss(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor
                   ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:

@@ -43,7 +43,7 @@ from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.class_dictionary import sha256_of
 from .core.clip_models import load_clip
 from .core.losses import promptkd_loss
-from .core.precision import resolve_precision
+from .core.precision import full_precision, resolve_precision
 from .core.projector import PromptKDStudent, StudentLearner, known_embed_dim
 from .core.prompt_learners import PromptedCLIP
 from .core.prompted_teacher import (CLASS_VECTORS_FILE, PromptedTeacher, build_prompted_teacher, check_classnames,
@@ -441,8 +441,8 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
             meta["teacher_sha256"] = sha256_of(resolve_teacher_checkpoint(k.TEACHER_CKPT))
         return meta
 
-    def cache_rows(self, teacher: PromptedTeacher, images: torch.Tensor) -> Tuple[torch.Tensor, None]:
-        return teacher.encode_image(images), None
+    def cache_rows(self, teacher: PromptedTeacher, images: torch.Tensor) -> torch.Tensor:
+        return teacher.encode_image(images)
 
     def write_cache_files(self, cache_dir: str, teacher: PromptedTeacher) -> None:
         self.store_class_vectors(teacher.class_features, teacher.prompt_template, folder=cache_dir,
@@ -451,8 +451,9 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         """The teacher's logits over all N classes for these views: online, or from cached image features."""
         with self.teacher_timer:
-            if self.teacher_cache is not None:
-                return self.teacher_scale * self.cached_rows() @ self.model.class_vectors.t()
+            if self.teacher_cache is not None:  # fp32, as the online teacher's logits, inside the student's autocast
+                with full_precision(self.device):
+                    return self.teacher_scale * self.cached_rows() @ self.model.class_vectors.t()
             return self.teacher.logits(images, self.teacher.logit_scale)
 
     def ensure_class_vectors(self) -> None:

@@ -3,6 +3,7 @@
 #   TRAINER  KDPL_CoOp (default) | KDPL_CoCoOp | KDPL_VPT | KDPL_MaPLe | KDPL_PromptSRC
 #   CFG      yaml name under configs/trainers/${TRAINER}/ (default per trainer and protocol, kdpl.md §8)
 #   CA       0 (default) | 1: class-agnostic KDPL (TRAINER.KDPL.CLASS_AGNOSTIC True, TAG ${TRAINER}-CA)
+#   KDPL_CACHE_TAG  with TEACHER_CACHE_ROOT: the teacher folder name of the shared cache (default: see kdpl_teacher_tag)
 # plus DATA, OUTPUT, PYTHON, SHOTS, EXTRA_OPTS, DRY_RUN, TEACHER_CACHE_ROOT, CACHE_LAUNCHER from scripts/common.sh.
 
 # shellcheck source=scripts/common.sh
@@ -17,6 +18,38 @@ case ${CA} in
     1) TAG=${TRAINER}-CA; METHOD_OPTS+=(TRAINER.KDPL.CLASS_AGNOSTIC True) ;;
     *) die "CA must be 0 or 1, got '${CA}'" ;;
 esac
+
+# teacher_cache_dir RUN_DIR DATASET SEED SUBSAMPLE (see scripts/common.sh): one offline teacher cache per dataset,
+# classes, shots, seed and teacher, whatever the trainer and CFG -- a cache's teacher rows depend on no student, so
+# TRAINER=KDPL_MaPLe after KDPL_CoOp reuses the cache (the builder adds only missing epochs or student features).
+teacher_cache_dir() {
+    local dataset=$2 seed=$3 sub=$4 classes=classes
+    [[ ${CA} == 1 ]] && classes=ca
+    echo "${TEACHER_CACHE_ROOT}/kdpl/${dataset}/${sub}/shots_${SHOTS}/seed${seed}/$(kdpl_teacher_tag)/${classes}"
+}
+
+# kdpl_teacher_tag -> KDPL_CACHE_TAG if set, else "teacher", plus a checksum of the EXTRA_OPTS that change the
+# teacher's rows (teacher, dictionary, top-k, input, dataset), so such runs get a cache of their own. (A yaml whose
+# teacher or input settings differ gets a clear refusal from the builder: set KDPL_CACHE_TAG for it.)
+kdpl_teacher_tag() {
+    local words=() picked="" i
+    if [[ -n ${KDPL_CACHE_TAG:-} ]]; then
+        echo "${KDPL_CACHE_TAG}"
+        return 0
+    fi
+    read -r -a words <<<"${EXTRA_OPTS}"
+    for ((i = 0; i + 1 < ${#words[@]}; i += 2)); do
+        case ${words[i]} in
+            TRAINER.KDPL.TEACHER* | TRAINER.KDPL.CA_DICTIONARY | TRAINER.KDPL.CACHE_TOPK | INPUT.* | DATASET.* \
+                | MODEL.CLIP.TRUNCATE_TEXT) picked+="${words[i]} ${words[i + 1]} " ;;
+        esac
+    done
+    if [[ -z ${picked} ]]; then
+        echo teacher
+    else
+        echo "teacher-$(printf '%s' "${picked}" | cksum | cut -d' ' -f1)"
+    fi
+}
 
 # kdpl_default_cfg PROTOCOL (base2new | xd | fewshot): the reference yaml for TRAINER.
 kdpl_default_cfg() {
