@@ -158,15 +158,16 @@ def test_deep_visual_prompt_replaces_last_tokens(tiny):
     seen = []
     student = PromptedCLIP(tiny, VPTPromptLearner(tiny.model, 3, 2))
     blocks = student.clip.visual.transformer.resblocks
-    hooks = [b.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone())) for b in blocks]
+    # the encoder drives stock blocks batch-first (N, L, D); each block's first op is ln_1 on its input
+    hooks = [b.ln_1.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone())) for b in blocks]
     with torch.no_grad():
         student.encode_image(torch.randn(1, 3, 32, 32))
     for h in hooks:
         h.remove()
     patches = (32 // 8) ** 2
-    assert [s.shape[0] for s in seen] == [1 + patches + 3] * 2
+    assert [s.shape[1] for s in seen] == [1 + patches + 3] * 2
     deep = student.prompt_learner.vision_deep[0]
-    assert torch.allclose(seen[1][-3:, 0], deep)
+    assert torch.allclose(seen[1][0, -3:], deep)
 
 
 def test_reference_keys_map_and_missing_key_raises(tiny):

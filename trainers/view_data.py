@@ -5,8 +5,8 @@ from typing import Any, Dict
 
 import torch
 
+from dassl.data import data_manager as dassl_data_manager
 from dassl.data.data_manager import DatasetWrapper
-from dassl.utils import read_image
 
 from .core.views import ViewSampler, apply_view
 
@@ -38,7 +38,7 @@ class ViewKeyedDatasetWrapper(DatasetWrapper):
         if not self.is_train:
             return super().__getitem__(idx)
         item = self.data_source[idx]
-        img0 = read_image(item.impath)
+        img0 = dassl_data_manager.read_image(item.impath)  # the reader DatasetWrapper uses (ours, if datasets/ set it)
         params = self.sampler.params(self.epoch, idx, img0.width, img0.height)
         return {
             "label": item.label, "domain": item.domain, "impath": item.impath, "index": idx,

@@ -1,65 +1,242 @@
 """CLIP towers that accept prompts, written once for every method.
 
-We drive the transformer blocks of the OpenAI module structure ourselves instead of editing the installed ``clip``
-package (as MaPLe/PromptSRC forks do), so the registry's package and a fork's vendored copy both work.
+We drive the transformer blocks ourselves instead of editing the installed ``clip`` package (as MaPLe/PromptSRC forks
+do), so the registry's package, a fork's vendored copy and open_clip's CLIP models all work.
 
 Conventions (those of the CoOp/MaPLe/PromptSRC code bases, so reference checkpoints stay meaningful):
   * text: prompt embeddings ``[SOS, ctx_1..ctx_n, class tokens, '.', EOS, pad]``; a deep text prompt for block i
     (i = 1..depth-1) replaces the n tokens after SOS before that block.
   * vision: input prompts are appended after the patch tokens, after the positional embedding and before ``ln_pre``
     (``[CLS, patches, prompts]``); a deep visual prompt for block i replaces the last n tokens before that block.
+
+Two exact speed-ups live here:
+  * **Text truncation.** CLIP's text tower is causal and pooled at the end-of-text token, so the positions after the
+    longest prompt's EOT cannot change any feature: a batch of prompts runs at ``max(eot) + 1`` tokens instead of 77
+    (:meth:`TextEncoder.cut_length`). It is applied only where that is exact (an upper-triangular -inf mask and a
+    position-based pooling, checked once per tower); elsewhere the tower runs at full length and says so once.
+  * **Fused attention.** Stock residual attention blocks run their self-attention through
+    ``F.scaled_dot_product_attention`` with the block's own projection weights (``is_causal`` instead of a mask
+    tensor for the causal text tower, which lets GPUs use fused kernels); anything unusual keeps the module path.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Set
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .clip_models import is_vit
 
+#: Pooling rules of open_clip's ``text_global_pool`` whose pooled position is known from the token ids.
+POSITIONAL_POOLS = ("argmax", "eos", "first", "last")
+_NOTES_SHOWN: Set[str] = set()
+
+
+def note_once(message: str) -> None:
+    """Print a note the first time it occurs in this process (Dassl tees stdout into log.txt)."""
+    if message not in _NOTES_SHOWN:
+        _NOTES_SHOWN.add(message)
+        print(message)
+
+
+def sdpa_default(device: torch.device) -> bool:
+    """Whether driven blocks use ``scaled_dot_product_attention`` by default on ``device``.
+
+    GPUs: yes (fused kernels; ``is_causal`` instead of a mask tensor). CPU: also yes; the attention op alone measured
+    0.77-0.99x the module path's time at the ViT-B/32 text (causal, 22 and 77 tokens) and image shapes, forward and
+    forward+backward, and whole towers within noise of it (``python -m benchmarks.text_path_benchmark``).
+    """
+    return True
+
+
+def is_causal_mask(mask: Optional[torch.Tensor]) -> bool:
+    """True for CLIP's additive causal mask: 0 on and below the diagonal, -inf above it."""
+    if mask is None or mask.dim() != 2 or mask.shape[0] != mask.shape[1] or not mask.is_floating_point():
+        return False
+    expected = torch.full(mask.shape, float("-inf"), device=mask.device).triu(1)
+    return bool(torch.equal(mask.float(), expected))
+
+
+def is_stock_block(block: nn.Module) -> bool:
+    """True for CLIP's stock residual attention block (OpenAI's or open_clip's), whose forward we reproduce exactly:
+    ``x + ls_1(attn(ln_1(x)))`` then ``x + ls_2(mlp(ln_2(x)))`` with a plain packed-projection self-attention."""
+    attn = getattr(block, "attn", None)
+    return (type(block).__name__ == "ResidualAttentionBlock" and isinstance(attn, nn.MultiheadAttention)
+            and all(isinstance(getattr(block, name, None), nn.Module) for name in ("ln_1", "ln_2", "mlp"))
+            and not hasattr(block, "ln_1_kv") and attn._qkv_same_embed_dim and attn.in_proj_weight is not None
+            and attn.bias_k is None and attn.bias_v is None and not attn.add_zero_attn)
+
+
+def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool,
+                   sdpa: bool) -> torch.Tensor:
+    """``attn(x, x, x)`` on batch-first ``x`` (N, L, D). With ``sdpa`` it runs ``F.scaled_dot_product_attention`` on
+    the module's own weights (``is_causal`` replaces a causal ``mask``); otherwise the module itself with ``mask``."""
+    if sdpa:
+        n, length, width = x.shape
+        heads = attn.num_heads
+        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+        q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if causal or mask is None else mask.to(q.dtype),
+            dropout_p=attn.dropout if attn.training else 0.0, is_causal=causal)
+        return F.linear(out.transpose(1, 2).reshape(n, length, width), attn.out_proj.weight, attn.out_proj.bias)
+    if mask is not None:
+        mask = mask.to(x.dtype)
+    if attn.batch_first:
+        return attn(x, x, x, need_weights=False, attn_mask=mask)[0]
+    # contiguous: a transposed view sends the module's input projection to a much slower batched matmul on CPU
+    y = x.transpose(0, 1).contiguous()
+    return attn(y, y, y, need_weights=False, attn_mask=mask)[0].transpose(0, 1)
+
+
+def run_stock_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool,
+                    sdpa: bool) -> torch.Tensor:
+    """One stock residual attention block on batch-first ``x`` (see :func:`is_stock_block`)."""
+    attended = self_attention(block.attn, block.ln_1(x), mask, causal, sdpa)
+    ls_1, ls_2 = getattr(block, "ls_1", None), getattr(block, "ls_2", None)
+    x = x + (ls_1(attended) if ls_1 is not None else attended)
+    mixed = block.mlp(block.ln_2(x))
+    return x + (ls_2(mixed) if ls_2 is not None else mixed)
+
+
+class UnsupportedTextTower(ValueError):
+    """The model's text tower is not one :class:`TextEncoder` can drive (e.g. a Hugging Face text model)."""
+
 
 class TextEncoder(nn.Module):
-    """CLIP's text tower on prompt embeddings instead of token ids (CoOp-style splicing)."""
+    """CLIP's text tower on prompt embeddings instead of token ids (CoOp-style splicing).
 
-    def __init__(self, clip_model: nn.Module):
+    Works with the OpenAI module structure (any ``clip`` package) and open_clip's ``CLIP`` / ``CustomTextCLIP`` with
+    a ``TextTransformer``. Inputs may be cut to :meth:`cut_length` tokens when :attr:`truncate` is True.
+
+    Args:
+        clip_model: the CLIP whose text tower to drive (its modules are shared, not copied).
+        truncate: run prompts cut after the longest EOT where that is exact (``MODEL.CLIP.TRUNCATE_TEXT``).
+        sdpa: force fused attention on/off; None = :func:`sdpa_default` for the input's device.
+    """
+
+    def __init__(self, clip_model: nn.Module, truncate: bool = True, sdpa: Optional[bool] = None):
         super().__init__()
-        self.transformer = clip_model.transformer
-        self.positional_embedding = clip_model.positional_embedding
-        self.ln_final = clip_model.ln_final
-        self.text_projection = clip_model.text_projection
+        tower = getattr(clip_model, "text", None)
+        tower = tower if isinstance(tower, nn.Module) else clip_model
+        blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
+        if blocks is None or not hasattr(tower, "token_embedding"):
+            raise UnsupportedTextTower(f"{type(tower).__name__} has no CLIP-style text transformer "
+                                       "(token_embedding + transformer.resblocks).")
+        self.open_clip = hasattr(tower, "text_pool_type") or hasattr(tower, "pool_type")
+        self.token_embedding = tower.token_embedding
+        self.transformer = tower.transformer
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.text_projection
+        self.context_length = int(self.positional_embedding.shape[0])
+        self.sdpa = sdpa
+        if self.open_clip:
+            self.pool = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type")
+            self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+            self.batch_first = bool(getattr(tower.transformer, "batch_first", True))
+            mask = getattr(tower, "attn_mask", None)
+            if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
+                raise UnsupportedTextTower(f"{type(tower).__name__} appends a class token or masks padding.")
+            if self.pool not in POSITIONAL_POOLS:
+                raise UnsupportedTextTower(f"text pooling {self.pool!r} is not one of {POSITIONAL_POOLS}.")
+            uniform = True
+        else:  # OpenAI structure: argmax pooling, the mask held by every block
+            self.pool, self.eos_id, self.batch_first = "argmax", None, False
+            masks = [getattr(b, "attn_mask", None) for b in blocks]
+            mask = masks[0]
+            uniform = all(m is mask or (m is not None and mask is not None and torch.equal(m, mask)) for m in masks)
+        self.register_buffer("attn_mask", mask, persistent=False)
+        self.causal = is_causal_mask(mask)
+        self.stock = uniform and all(is_stock_block(b) for b in blocks)
+        reason = ("no causal attention mask (every token sees every other)" if not self.causal else
+                  "its blocks are not CLIP's stock residual attention blocks" if not self.stock else "")
+        self.truncate = bool(truncate) and not reason
+        if truncate and reason:
+            note_once(f"Text truncation is off for the {type(tower).__name__} text tower: {reason}; it runs at the "
+                      f"full {self.context_length} tokens.")
 
     @property
     def dtype(self) -> torch.dtype:
         return self.positional_embedding.dtype
 
+    # ----------------------------------------------------------------------------------------------- lengths
+    def pool_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N,) position each row's feature is read at (EOT for CLIP), from full-length token ids (N, context)."""
+        if self.pool == "argmax":
+            return tokens.argmax(dim=-1)
+        if self.pool == "eos":
+            return (tokens == self.eos_id).int().argmax(dim=-1)
+        fill = 0 if self.pool == "first" else self.context_length - 1
+        return torch.full(tokens.shape[:1], fill, dtype=torch.long, device=tokens.device)
+
+    def cut_length(self, max_position: int) -> int:
+        """Tokens to run for prompts read at positions <= ``max_position``: ``max_position + 1`` when truncating."""
+        return min(int(max_position) + 1, self.context_length) if self.truncate else self.context_length
+
+    # ----------------------------------------------------------------------------------------------- forward
+    def _attention_mask(self, length: int, x: torch.Tensor, sdpa: bool) -> Optional[torch.Tensor]:
+        if self.attn_mask is None or (sdpa and self.causal and self.stock):
+            return None
+        return self.attn_mask[:length, :length].to(device=x.device, dtype=x.dtype)
+
+    def _block(self, block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], sdpa: bool) -> torch.Tensor:
+        if self.stock:
+            return run_stock_block(block, x, mask, self.causal, sdpa)
+        if not self.open_clip:  # OpenAI-structure block of unknown design: its own forward, sequence-first
+            return block(x.transpose(0, 1).contiguous()).transpose(0, 1)
+        if self.batch_first:
+            return block(x, attn_mask=mask)
+        return block(x.transpose(0, 1).contiguous(), attn_mask=mask).transpose(0, 1)
+
     def forward(self, prompts: torch.Tensor, eot_index: torch.Tensor,
                 deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         """prompts: (N, L, D) embeddings; eot_index: (N,) position of each EOS token -> (N, E) features.
 
+        L is the context length, or any cut ``>= max(eot_index) + 1`` when :attr:`truncate` is on.
         ``deep_prompts[j]`` (n, D) replaces tokens 1..n before block j+1.
         """
-        x = prompts.to(self.dtype) + self.positional_embedding[: prompts.shape[1]].to(self.dtype)
-        x = x.permute(1, 0, 2)  # NLD -> LND
+        length = prompts.shape[1]
+        if length != self.context_length and not (self.truncate and length < self.context_length):
+            raise ValueError(f"Text prompts of {length} tokens for a text tower of context {self.context_length} "
+                             f"that runs only at full length (truncate={self.truncate}).")
+        if deep_prompts:
+            deepest = max(p.shape[0] for p in deep_prompts)
+            if 1 + deepest >= length:
+                raise ValueError(f"Deep text prompts of {deepest} tokens (positions 1..{deepest}) do not fit in "
+                                 f"prompts cut to {length} tokens; the cut must keep them before the EOT token.")
+        sdpa = sdpa_default(prompts.device) if self.sdpa is None else self.sdpa
+        x = prompts.to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
+        mask = self._attention_mask(length, x, sdpa)
         for i, block in enumerate(self.transformer.resblocks):
             if deep_prompts is not None and 1 <= i <= len(deep_prompts):
                 ctx = deep_prompts[i - 1].to(x.dtype)
                 n = ctx.shape[0]
-                x = torch.cat([x[:1], ctx.unsqueeze(1).expand(-1, x.shape[1], -1), x[1 + n:]], dim=0)
-            x = block(x)
-        x = x.permute(1, 0, 2)
-        x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot_index.to(x.device)]
-        return x @ self.text_projection.to(x.dtype)
+                x = torch.cat([x[:, :1], ctx.unsqueeze(0).expand(x.shape[0], -1, -1), x[:, 1 + n:]], dim=1)
+            x = self._block(block, x, mask, sdpa)
+        # LayerNorm is per token: normalising only the pooled tokens equals pooling the normalised sequence.
+        x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot_index.to(x.device)])
+        proj = self.text_projection
+        if proj is None:
+            return x
+        return proj(x) if isinstance(proj, nn.Module) else x @ proj.to(x.dtype)
 
 
 class VisionEncoder(nn.Module):
-    """CLIP's image tower with optional shallow and deep visual prompts (ViT), or the plain tower (ResNet)."""
+    """CLIP's image tower with optional shallow and deep visual prompts (ViT), or the plain tower (ResNet).
 
-    def __init__(self, clip_model: nn.Module):
+    ``sdpa``: force fused attention on/off in stock blocks; None = :func:`sdpa_default` for the input's device.
+    """
+
+    def __init__(self, clip_model: nn.Module, sdpa: Optional[bool] = None):
         super().__init__()
         self.visual = clip_model.visual
         self.vit = is_vit(clip_model)
+        self.sdpa = sdpa
+        blocks = list(self.visual.transformer.resblocks) if self.vit else []
+        # Stock blocks without a mask of their own are driven batch-first (and through SDPA); others keep theirs.
+        self.stock: List[bool] = [is_stock_block(b) and getattr(b, "attn_mask", None) is None for b in blocks]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -74,6 +251,7 @@ class VisionEncoder(nn.Module):
                 raise ValueError("Visual prompts need a ViT backbone; this CLIP has a ResNet image tower.")
             return self.visual(images.to(self.dtype))
         v = self.visual
+        sdpa = sdpa_default(images.device) if self.sdpa is None else self.sdpa
         x = v.conv1(images.to(self.dtype))
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -81,14 +259,17 @@ class VisionEncoder(nn.Module):
         if prompts is not None:
             x = torch.cat([x, prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
         x = v.ln_pre(x)
-        x = x.permute(1, 0, 2)  # NLD -> LND
         for i, block in enumerate(v.transformer.resblocks):
             if deep_prompts is not None and 1 <= i <= len(deep_prompts):
                 ctx = deep_prompts[i - 1].to(x.dtype)
-                x = torch.cat([x[: x.shape[0] - ctx.shape[0]], ctx.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=0)
-            x = block(x)
-        x = x.permute(1, 0, 2)
+                x = torch.cat([x[:, : x.shape[1] - ctx.shape[0]], ctx.unsqueeze(0).expand(x.shape[0], -1, -1)],
+                              dim=1)
+            if self.stock[i]:
+                x = run_stock_block(block, x, None, False, sdpa)
+            else:  # the OpenAI structure's own forward, sequence-first
+                x = block(x.transpose(0, 1).contiguous()).transpose(0, 1)
         x = v.ln_post(x[:, 0, :])
         if v.proj is not None:
             x = x @ v.proj.to(x.dtype)
         return x
+

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clip_models import LoadedClip, freeze, is_vit, visual_width
-from .encoders import TextEncoder, VisionEncoder
+from .encoders import TextEncoder, UnsupportedTextTower, VisionEncoder, note_once
 
 Tokenize = Callable[[Sequence[str]], torch.Tensor]
 
@@ -53,7 +53,8 @@ class ClassPrompts(nn.Module):
     """Token ids of ``"<prefix> <class name>."`` for every candidate class.
 
     Embeddings are built only for the classes a step selects ("gather first"), so 20,930 dictionary names cost
-    20,930 x 77 token ids, not 20,930 x 77 x D embeddings.
+    20,930 x 77 token ids, not 20,930 x 77 x D embeddings. ``max_eot`` (a Python int, read once here) is the last EOT
+    position of the whole set: any selection of it can be cut after ``max_eot`` without a per-step host read.
     """
 
     def __init__(self, classnames: Sequence[str], prompt_prefix: str, tokenize: Tokenize):
@@ -63,19 +64,24 @@ class ClassPrompts(nn.Module):
         self.classnames = [clean_classname(c) for c in classnames]
         texts = [f"{prompt_prefix} {c}." if prompt_prefix else f"{c}." for c in self.classnames]
         tokens = tokenize(texts).long()
+        eot = tokens.argmax(dim=-1)
+        self.max_eot = int(eot.max())
         self.register_buffer("tokens", tokens, persistent=False)
-        self.register_buffer("eot_index", tokens.argmax(dim=-1), persistent=False)
+        self.register_buffer("eot_index", eot, persistent=False)
 
     def __len__(self) -> int:
         return len(self.classnames)
 
-    def embed(self, token_embedding: nn.Embedding, idx: Optional[torch.Tensor] = None
+    def embed(self, token_embedding: nn.Embedding, idx: Optional[torch.Tensor] = None, length: Optional[int] = None
               ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Frozen token embeddings (K, L, D) and EOS positions (K,) of the selected classes (all if idx is None)."""
+        """Frozen token embeddings (K, length, D) and EOS positions (K,) of the selected classes (all if idx is
+        None); ``length`` (default: all) must exceed the selected classes' EOT positions."""
+        if idx is None and length is not None and length <= self.max_eot:
+            raise ValueError(f"A cut of {length} tokens drops the EOT token at position {self.max_eot}.")
         tokens = self.tokens if idx is None else self.tokens[idx]
         eot = self.eot_index if idx is None else self.eot_index[idx]
         with torch.no_grad():
-            return token_embedding(tokens), eot
+            return token_embedding(tokens[:, :length]), eot
 
 
 # ----------------------------------------------------------------------------------------------- prompt learners
@@ -227,14 +233,18 @@ class PromptedCLIP(nn.Module):
     """A frozen CLIP whose prompts come from a :class:`PromptLearner`.
 
     Class sets are registered by key (e.g. ``"train"`` = the class-agnostic dictionary, ``"eval"`` = the dataset's
-    classes) so a step encodes only the classes it selects.
+    classes) so a step encodes only the classes it selects. ``truncate_text`` (``MODEL.CLIP.TRUNCATE_TEXT``) runs the
+    text tower on prompts cut after the class set's last EOT token, where that is exact (see
+    :class:`~trainers.core.encoders.TextEncoder`).
     """
 
-    def __init__(self, loaded: LoadedClip, learner: PromptLearner, fixed_template: str = "a photo of a {}."):
+    def __init__(self, loaded: LoadedClip, learner: PromptLearner, fixed_template: str = "a photo of a {}.",
+                 truncate_text: bool = True):
         super().__init__()
         self.clip = freeze(loaded.model)
         self.tokenize = loaded.tokenize
-        self.text_encoder = TextEncoder(self.clip)
+        self.truncate_text = bool(truncate_text)
+        self.text_encoder = TextEncoder(self.clip, truncate=self.truncate_text)
         self.image_encoder = VisionEncoder(self.clip)
         self.prompt_learner = learner
         self.fixed_template = fixed_template
@@ -264,7 +274,7 @@ class PromptedCLIP(nn.Module):
         self.class_sets[f"classes_{key}"] = prompts.to(self.logit_scale.device)
         if self.prompt_learner.fixed_text:
             texts = [self.fixed_template.format(c) for c in prompts.classnames]
-            feats = encode_texts(self.clip, self.tokenize, texts)
+            feats = encode_texts(self.clip, self.tokenize, texts, truncate=self.truncate_text)
             self.register_buffer(f"fixed_text_{key}", feats, persistent=False)
 
     def num_classes(self, key: str) -> int:
@@ -290,7 +300,9 @@ class PromptedCLIP(nn.Module):
             feats = getattr(self, f"fixed_text_{key}")
             return feats if idx is None else feats[idx]
         class_prompts = self.class_sets[f"classes_{key}"]
-        embeds, eot = class_prompts.embed(self.clip.token_embedding, idx)
+        # The cut is the whole set's (a Python int): a selected subset would need a host read of its EOTs per step.
+        length = self.text_encoder.cut_length(class_prompts.max_eot)
+        embeds, eot = class_prompts.embed(self.clip.token_embedding, idx, length)
         ctx = learner.text_context(image_features)
         n = learner.n_ctx
         deep = learner.text_deep_prompts()
@@ -327,14 +339,30 @@ class PromptedCLIP(nn.Module):
 
 
 @torch.no_grad()
-def encode_texts(model: nn.Module, tokenize: Tokenize, texts: Sequence[str], chunk: int = 128) -> torch.Tensor:
-    """L2-normalised fp32 text features of a frozen CLIP, in chunks (runs once per class set)."""
+def encode_texts(model: nn.Module, tokenize: Tokenize, texts: Sequence[str], chunk: int = 128,
+                 truncate: bool = True) -> torch.Tensor:
+    """L2-normalised fp32 text features of a frozen CLIP, in chunks (runs once per class set).
+
+    With ``truncate`` (where exact) the texts are encoded shortest first, each chunk cut after its own last EOT token,
+    so a chunk runs at about its members' length; the features come back in the input order.
+    """
     device = next(model.parameters()).device
+    tokens = tokenize(list(texts)).long()
+    try:
+        encoder = TextEncoder(model, truncate=truncate)
+    except UnsupportedTextTower as exc:
+        note_once(f"Text features of {type(model).__name__} come from its own encode_text at full length ({exc})")
+        return torch.cat([F.normalize(model.encode_text(tokens[s: s + chunk].to(device)).float(), dim=-1)
+                          for s in range(0, len(tokens), chunk)])
+    positions = encoder.pool_positions(tokens)  # host tensors: the cuts below read no device memory
+    order = torch.argsort(positions, stable=True) if encoder.truncate else torch.arange(len(tokens))
     out = []
-    for start in range(0, len(texts), chunk):
-        tokens = tokenize(list(texts[start: start + chunk])).to(device)
-        out.append(F.normalize(model.encode_text(tokens).float(), dim=-1))
-    return torch.cat(out)
+    for start in range(0, len(order), chunk):
+        rows = order[start: start + chunk]
+        length = encoder.cut_length(int(positions[rows].max()))
+        embeds = encoder.token_embedding(tokens[rows, :length].to(device))
+        out.append(F.normalize(encoder(embeds, positions[rows].to(device)).float(), dim=-1))
+    return torch.cat(out)[torch.argsort(order).to(device)]
 
 
 # ------------------------------------------------------------------------------------------- checkpoint loading

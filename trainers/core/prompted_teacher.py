@@ -181,9 +181,10 @@ class PromptedTeacher(FrozenTeacher):
     prompted text encoder computed once (:meth:`set_class_names`). Always in eval mode, never trained."""
 
     def __init__(self, loaded: LoadedClip, learner: IVLPPromptLearner, input_size: int,
-                 input_mean: Sequence[float], input_std: Sequence[float], precision: str = "fp32"):
-        prompted = PromptedCLIP(loaded, learner)
-        super().__init__(loaded, input_size, input_mean, input_std, precision)
+                 input_mean: Sequence[float], input_std: Sequence[float], precision: str = "fp32",
+                 truncate_text: bool = True):
+        prompted = PromptedCLIP(loaded, learner, truncate_text=truncate_text)
+        super().__init__(loaded, input_size, input_mean, input_std, precision, truncate_text)
         self.prompted = freeze(prompted)
 
     @property
@@ -226,7 +227,8 @@ def encode_class_set(prompted: PromptedCLIP, key: str, chunk: int = 256) -> torc
 def build_prompted_teacher(loaded: LoadedClip, state: Mapping[str, torch.Tensor], meta: Optional[Mapping[str, Any]],
                            ctx_init: str, input_size: int, input_mean: Sequence[float], input_std: Sequence[float],
                            precision: str = "fp32", n_ctx_text: int = 0, depth_text: int = 0, depth_vision: int = 0,
-                           source: str = "teacher checkpoint") -> Tuple[PromptedTeacher, TeacherState, TeacherDesign]:
+                           source: str = "teacher checkpoint", truncate_text: bool = True
+                           ) -> Tuple[PromptedTeacher, TeacherState, TeacherDesign]:
     """Build the teacher a checkpoint describes and load it; every mismatch is an error naming the setting."""
     parts = split_teacher_state(state)
     design = teacher_design(parts.prompts, meta, depth_text, depth_vision, source)
@@ -247,7 +249,7 @@ def build_prompted_teacher(loaded: LoadedClip, state: Mapping[str, torch.Tensor]
     load_learner_state(learner, parts.prompts, source)
     if parts.encoder:
         load_encoder_weights(model, parts.encoder, source)
-    teacher = PromptedTeacher(loaded, learner, input_size, input_mean, input_std, precision)
+    teacher = PromptedTeacher(loaded, learner, input_size, input_mean, input_std, precision, truncate_text)
     return teacher, parts, design
 
 

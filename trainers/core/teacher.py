@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clip_models import LoadedClip, Preprocess, freeze
-from .precision import autocast, weight_dtype
+from .precision import autocast, cast_to_precision, full_precision
 from .prompt_learners import encode_texts
 
 
@@ -23,18 +23,19 @@ class FrozenTeacher(nn.Module):
         loaded: the teacher CLIP and its preprocessing.
         input_size / input_mean / input_std: what the incoming tensors were prepared with (the student's transform).
         precision: fp32 | fp16 | bf16 | amp for the teacher's forward (never silently fp32 beside an fp16 student).
+        truncate_text: encode class texts cut after their last EOT token where exact (``MODEL.CLIP.TRUNCATE_TEXT``).
     """
 
     def __init__(self, loaded: LoadedClip, input_size: int, input_mean: Sequence[float], input_std: Sequence[float],
-                 precision: str = "fp32"):
+                 precision: str = "fp32", truncate_text: bool = True):
         super().__init__()
         self.model = freeze(loaded.model)
+        self.truncate_text = bool(truncate_text)
         self.tokenize = loaded.tokenize
         self.preprocess: Preprocess = loaded.preprocess
         self.name = loaded.name
         self.precision = precision
-        if precision in ("fp16", "bf16"):
-            self.model.to(weight_dtype(precision))
+        cast_to_precision(self.model, precision)
         self.input_size = int(input_size)
         self.register_buffer("in_mean", torch.tensor(input_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("in_std", torch.tensor(input_std).view(1, 3, 1, 1), persistent=False)
@@ -58,7 +59,8 @@ class FrozenTeacher(nn.Module):
         self.text_encoder_calls += 1
         device = self.in_mean.device
         with autocast(device, self.precision):
-            self.class_features = encode_texts(self.model, self.tokenize, list(texts)).to(device)
+            self.class_features = encode_texts(self.model, self.tokenize, list(texts),
+                                               truncate=self.truncate_text).to(device)
         return self.class_features
 
     # ----------------------------------------------------------------------------------------------------- image
@@ -84,9 +86,11 @@ class FrozenTeacher(nn.Module):
 
     def logits(self, images: torch.Tensor, scale: float | torch.Tensor, idx: Optional[torch.Tensor] = None
                ) -> torch.Tensor:
-        """``scale * cos(image, class)`` over all classes (or the selected ones), fp32, no autograd graph."""
+        """``scale * cos(image, class)`` over all classes (or the selected ones), fp32 even inside the student's
+        autocast, no autograd graph."""
         if self.class_features.numel() == 0:
             raise RuntimeError("Call set_class_texts() before asking the teacher for logits.")
         feats = self.encode_image(images)
         weights = self.class_features if idx is None else self.class_features[idx]
-        return (scale * feats @ weights.t()).clone()
+        with full_precision(feats.device):
+            return (scale * feats @ weights.t()).clone()
