@@ -44,7 +44,7 @@ def test_local_weights_file_goes_through_the_real_loader(tiny, tmp_path):
 def test_missing_weights_and_unknown_names_raise_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ClipLoadError, match="does not exist"):
         load_clip("ViT-B/16", weights=str(tmp_path / "nope.pt"))
-    with pytest.raises(ClipLoadError, match="Unknown CLIP backbone"):
+    with pytest.raises(ClipLoadError, match="Unknown OpenAI CLIP name 'NoSuchNet'"):
         load_clip("NoSuchNet", backend="openai")
 
     api, _ = clip_models.clip_package()
@@ -213,3 +213,54 @@ def test_registered_backend_builds_teachers(tiny):
         CLIP_BACKENDS.pop("my-lab")
     with pytest.raises(ClipLoadError, match="register_clip_backend"):
         load_clip("lab-model", backend="my-lab")
+
+
+# ------------------------------------------------------------------------------------------------ error messages
+def _listed(message: str) -> list:
+    """The names inside the first [...] of an error message."""
+    import ast
+
+    return ast.literal_eval(message[message.index("["):message.index("]") + 1])
+
+
+def test_unknown_name_with_openai_backend_lists_only_what_that_backend_accepts():
+    api, _ = clip_models.clip_package()
+    with pytest.raises(ClipLoadError) as err:
+        load_clip("random:ViT-L/14", backend="openai")
+    message = str(err.value)
+    assert _listed(message) == sorted(api._MODELS)
+    assert "'random:ViT-L/14'" not in message.split("Its names:")[1]  # not offered as valid for this backend
+    assert "backend tiny or auto" in message
+    assert clip_models.infer_backend("random:ViT-L/14") == "tiny"  # the hint is true: auto builds it
+
+
+def test_unknown_student_name_lists_the_student_names():
+    api, _ = clip_models.clip_package()
+    with pytest.raises(ClipLoadError) as err:
+        clip_models.load_student("ViT-B-16-quickgelu")  # an open_clip name: no student
+    message = str(err.value)
+    assert "Unknown student backbone 'ViT-B-16-quickgelu' (MODEL.BACKBONE.NAME)" in message
+    listed = _listed(message)
+    assert set(api._MODELS) | {"tiny-vit", "tiny-rn", "random:ViT-B/16"} <= set(listed)
+    assert "tiny-open-clip" not in listed  # open_clip-structure models cannot take deep prompts
+    assert clip_models.load_student("tiny-vit").backend == "openai"
+
+
+def test_unknown_open_clip_name_points_at_open_clip_list():
+    with pytest.raises(ClipLoadError, match="Unknown open_clip model 'NoSuchNet'; see open_clip.list_models"):
+        load_clip("NoSuchNet", backend="open_clip")
+
+
+def test_importing_the_loader_emits_no_pkg_resources_warning():
+    """clip.clip imports pkg_resources, which warns; our import of clip silences exactly that."""
+    import subprocess
+    import sys
+
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    from trainers.core.clip_models import clip_package; clip_package()\n"
+            "print([str(w.message) for w in caught if 'pkg_resources' in str(w.message)])")
+    root = str(clip_models.__file__).rsplit("/trainers/", 1)[0]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+    assert "pkg_resources" not in proc.stderr, proc.stderr

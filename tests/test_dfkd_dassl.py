@@ -6,7 +6,6 @@ Skipped when Dassl is not importable.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -273,21 +272,42 @@ def test_kd_loss_zero_for_equal_logits_and_gradients_reach_only_the_student():
     assert all(p.grad is None for p in teacher.model.parameters())
 
 
-def test_student_builder(tmp_path):
-    net = build_student_net("resnet18", 5)
-    assert net.head.out_features == 5 and isinstance(net.body.fc, torch.nn.Identity)
-    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 5)
-    small = build_student_net("mobilenet_v3_small", 3)
-    assert small(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+def test_student_builder(tmp_path, monkeypatch):
+    """The student is the named torchvision body with its last Linear replaced by a fresh K-way head; weights come
+    only from a local file (exactly those weights), never from the network."""
     import torchvision
 
-    weights = tmp_path / "resnet18.pth"
+    def no_download(*args, **kwargs):
+        raise AssertionError("the student builder tried to download weights")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_download)
+    net = build_student_net("resnet18", 5)
+    assert isinstance(net.body, torchvision.models.ResNet) and isinstance(net.body.fc, torch.nn.Identity)
+    assert (net.head.in_features, net.head.out_features) == (512, 5)
+    for size in (32, 97):  # any input size: the body pools globally
+        assert net(torch.randn(2, 3, size, size)).shape == (2, 5)
+    # mobilenet: only the classifier's last Linear is replaced; its hidden Linear stays in the body
+    small = build_student_net("mobilenet_v3_small", 3)
+    assert isinstance(small.body.classifier[0], torch.nn.Linear) and isinstance(small.body.classifier[3],
+                                                                                torch.nn.Identity)
+    assert (small.head.in_features, small.head.out_features) == (1024, 3)
+    assert small(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+    # pretrained: every body tensor is the file's (plain or {"state_dict": ...} checkpoint), the head is new
+    torch.manual_seed(0)
     reference = torchvision.models.resnet18()
-    torch.save(reference.state_dict(), weights)
-    loaded = build_student_net("resnet18", 5, str(weights))
-    assert torch.equal(loaded.body.conv1.weight, reference.conv1.weight)
+    for i, saved in enumerate([reference.state_dict(), {"state_dict": reference.state_dict()}]):
+        weights = tmp_path / f"resnet18_{i}.pth"
+        torch.save(saved, weights)
+        loaded = build_student_net("resnet18", 5, str(weights))
+        body = loaded.body.state_dict()
+        assert set(body) == {k for k in reference.state_dict() if not k.startswith("fc.")}
+        assert all(torch.equal(v, reference.state_dict()[k]) for k, v in body.items())
+    # without a file: random init, not the reference weights
+    assert not torch.equal(build_student_net("resnet18", 5).body.conv1.weight, reference.conv1.weight)
     with pytest.raises(FileNotFoundError, match="never"):
         build_student_net("resnet18", 5, str(tmp_path / "none.pth"))
-    with pytest.raises(ValueError, match="Unknown torchvision classifier"):
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(RuntimeError, match="does not fit torchvision's resnet18"):
+        build_student_net("resnet18", 5, str(tmp_path / "resnet34.pth"))
+    with pytest.raises(ValueError, match="Unknown torchvision classifier 'resnet_9000'"):
         build_student_net("resnet_9000", 5)
-    assert os.path.isfile(weights)

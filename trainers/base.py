@@ -28,7 +28,7 @@ from .config import add_keys, attach_defaults, cfg_get, config_keys
 from .core.checkpoints import (POINTER_FILE, atomic_torch_save, atomic_write, atomic_write_json, capture_rng_state,
                                checkpoint_name, merge_timings, newest_loadable, prune_checkpoints, read_pointer,
                                remove_stale_temp_files, restore_rng_state, write_pointer)
-from .core.clip_models import LoadedClip, load_clip
+from .core.clip_models import LoadedClip, load_student
 from .core.precision import autocast, cast_to_precision, needs_grad_scaler, peak_memory_mb, resolve_precision
 from .core.prompt_learners import load_learner_state
 from .core.shots import shots_used_record
@@ -58,8 +58,8 @@ def add_checkpoint_config(cfg) -> None:
 def load_student_clip(cfg) -> LoadedClip:
     """The student CLIP named by ``MODEL.BACKBONE.NAME`` (OpenAI structure; tiny names for tests and demos)."""
     clip_cfg = cfg.MODEL.get("CLIP", {})
-    return load_clip(cfg.MODEL.BACKBONE.NAME, backend="auto", download_root=clip_cfg.get("DOWNLOAD_ROOT", ""),
-                     weights=clip_cfg.get("WEIGHTS", ""))
+    return load_student(cfg.MODEL.BACKBONE.NAME, download_root=clip_cfg.get("DOWNLOAD_ROOT", ""),
+                        weights=clip_cfg.get("WEIGHTS", ""))
 
 
 def load_checkpoint_file(path: str, device: torch.device) -> Dict[str, Any]:

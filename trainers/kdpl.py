@@ -45,8 +45,6 @@ def add_kdpl_config(cfg) -> None:
         "CACHE_TOPK": 0,  # logits kept per view when building a cache; 0 = all classes (exact up to fp16)
         "KL_FORWARD_WEIGHT": 0.5,
         "KL_REVERSE_WEIGHT": 0.5,
-        "PREC": "",  # accepted for reference yamls; the host key (e.g. TRAINER.COOP.PREC) decides
-        "CTX_INIT": "",
     })
     add_keys(cfg, "TRAINER.COOP", {"N_CTX": 16, "CSC": False, "CTX_INIT": "", "CLASS_TOKEN_POSITION": "end",
                                    "PREC": "fp16"})
@@ -73,13 +71,6 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
     def host(self, cfg=None):
         """The student's host node (TRAINER.COOP, ...), read with declared defaults (a fork may have replaced it)."""
         return cfg_node(cfg or self.cfg, f"TRAINER.{self.precision_node}")
-
-    def check_cfg(self, cfg) -> None:
-        kdpl_prec = cfg_value(cfg, "TRAINER.KDPL.PREC")
-        host_prec = self.host(cfg).PREC
-        if kdpl_prec and kdpl_prec != host_prec:
-            print(f"Warning: TRAINER.KDPL.PREC={kdpl_prec} is ignored; TRAINER.{self.precision_node}.PREC="
-                  f"{host_prec} decides the student's precision")
 
     def training_classnames(self) -> List[str]:
         """The candidates both models score during training: the dataset's classes, or the CA dictionary."""

@@ -68,7 +68,6 @@ def add_promptkd_config(cfg) -> None:
     add_keys(cfg, "TRAINER.PROMPTKD", {
         "N_CTX_VISION": 4, "N_CTX_TEXT": 4, "CTX_INIT": "a photo of a", "PREC": "fp16",
         "PROMPT_DEPTH_VISION": 9,  # student depth
-        "PROMPT_DEPTH_TEXT": 9,  # unused (the student has no text prompts); kept for reference yamls
         "PROJECT_LAYER": 2, "CE_WEIGHT": 0.0,
         "KD_WEIGHT": -1.0,  # < 0: the per-dataset table (KD_WEIGHTS)
         "TEMPERATURE": 1.0,

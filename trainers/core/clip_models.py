@@ -18,8 +18,9 @@ import inspect
 import logging
 import os
 import urllib.error
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -118,7 +119,9 @@ class LoadedClip:
 def clip_package() -> Tuple[Any, Any]:
     """Return (``clip.clip`` API module, ``clip.model`` module) of whatever ``clip`` package is importable."""
     try:
-        api = importlib.import_module("clip.clip")
+        with warnings.catch_warnings():  # clip.clip imports pkg_resources, which warns on every run
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            api = importlib.import_module("clip.clip")
         model_mod = importlib.import_module("clip.model")
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ClipLoadError(
@@ -192,8 +195,9 @@ def resolve_openai_weights(name: str, download_root: str = "", weights: str = ""
     models = getattr(api, "_MODELS", {})
     if name not in models:
         raise ClipLoadError(
-            f"Unknown CLIP backbone {name!r}. OpenAI names: {sorted(models)}; tiny test models: "
-            f"{sorted(TINY_CLIP_CONFIGS)}; open_clip names need TEACHER_BACKEND open_clip; or give a local file path."
+            f"Unknown OpenAI CLIP name {name!r} (backend openai). Its names: {sorted(models)}, or a local weights "
+            "file. Tiny and random:<OpenAI name> models need backend tiny or auto; open_clip names need backend "
+            "open_clip."
         )
     root = os.path.expanduser(download_root or DEFAULT_DOWNLOAD_ROOT)
     url = models[name]
@@ -311,6 +315,24 @@ def load_clip(name: str, backend: str = "auto", pretrained: str = "", download_r
         raise ClipLoadError(f"Unknown CLIP backend {backend!r}; use one of {sorted(CLIP_BACKENDS)} "
                             "(or register one with register_clip_backend).")
     return CLIP_BACKENDS[backend](name, pretrained, download_root, weights)
+
+
+def student_names() -> List[str]:
+    """Every name a student can have: the OpenAI names, the tiny OpenAI-structure models, random:<OpenAI name>."""
+    api, _ = clip_package()
+    return sorted(getattr(api, "_MODELS", {})) + sorted(TINY_CLIP_CONFIGS)
+
+
+def load_student(name: str, download_root: str = "", weights: str = "") -> LoadedClip:
+    """A student CLIP: OpenAI module structure only, because deep-prompt injection drives its blocks."""
+    backend = infer_backend(name)
+    if backend == "open_clip":
+        if not weights:
+            raise ClipLoadError(
+                f"Unknown student backbone {name!r} (MODEL.BACKBONE.NAME). Students use the OpenAI CLIP structure: "
+                f"one of {student_names()}, or a local OpenAI-format weights file (or MODEL.CLIP.WEIGHTS).")
+        backend = "openai"
+    return load_clip(name, backend, download_root=download_root, weights=weights)
 
 
 def _tiny_backend(name: str, pretrained: str, download_root: str, weights: str) -> LoadedClip:
