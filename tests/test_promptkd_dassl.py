@@ -95,6 +95,8 @@ def test_distill_then_eval_base_and_new_then_resume(data, teacher_dir, tmp_path,
     base = json.load(open(os.path.join(out, "results.json")))
     assert base["subsample_classes"] == "base" and base["class_vector_rows"] == [0, M] and base["epoch"] == 2
     assert base["kd_weight"] == 1000.0 and base["teacher_text_encoder_calls"] == 1
+    # PromptKD's fields come through the base's one atomic write (no re-read and rewrite a kill could interrupt)
+    assert "write_results" not in vars(PromptKD) and base["modal"] and base["temperature"] > 0
     assert "transductive" in base["regime"]["images"] and base["regime"]["labels"] == "none"
 
     calls.clear()

@@ -21,9 +21,7 @@ logit scale come from the cache.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import os.path as osp
 import random
 import time
@@ -549,19 +547,12 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
                 "teacher": f"{teacher_backbone(self.kd)} PromptSRC ({teacher})",
                 "student": self.cfg.MODEL.BACKBONE.NAME}
 
-    def write_results(self, metrics: Dict[str, float]) -> str:
-        """The base record plus what a PromptKD row needs (modal, KD weight, W rows, teacher provenance)."""
-        path = super().write_results(metrics)
-        with open(path) as f:
-            record = json.load(f)
-        record.update({"modal": self.modal, "kd_weight": self.kd_weight,
-                       "temperature": float(self.kd.TEMPERATURE), "num_all_classes": len(self.all_classnames),
-                       "class_vector_rows": list(self.eval_range), "teacher": self.teacher_info or None,
-                       "teacher_text_encoder_calls": self.text_encoder_calls})
-        with open(path + ".tmp", "w") as f:
-            json.dump(record, f, indent=2)
-        os.replace(path + ".tmp", path)
-        return path
+    def extra_results(self) -> Dict[str, Any]:
+        """What a PromptKD row needs (modal, KD weight, W rows, teacher provenance), in the base's atomic write."""
+        return {"modal": self.modal, "kd_weight": self.kd_weight,
+                "temperature": float(self.kd.TEMPERATURE), "num_all_classes": len(self.all_classnames),
+                "class_vector_rows": list(self.eval_range), "teacher": self.teacher_info or None,
+                "teacher_text_encoder_calls": self.text_encoder_calls}
 
     def checkpoint_meta(self) -> Dict[str, Any]:
         meta = super().checkpoint_meta()
