@@ -8,6 +8,7 @@ node (see :func:`unread_keys`).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Dict, Iterable, Set
 
@@ -138,3 +139,18 @@ def test_scan_covers_the_real_declarations() -> None:
     """Guard against a scan that reads nothing: known keys are found read, in the files that read them."""
     read = set().union(*(read_names(p.read_text()) for p in _sources()))
     assert {"TEACHER", "K_MAX", "TEMPLATES_FILE", "KEEP_CHECKPOINTS"} <= read
+
+
+def test_every_registered_trainer_is_a_class_statement_in_its_module():
+    """`grep "class DFKD_Mix"` must find the trainer: no trainer is made with type()."""
+    import inspect
+
+    pytest.importorskip("dassl", reason="Dassl.pytorch is not installed: the trainers are not registered")
+    import trainers  # noqa: F401
+    from dassl.engine import TRAINER_REGISTRY
+
+    ours = {name: cls for name, cls in TRAINER_REGISTRY._obj_map.items() if cls.__module__.startswith("trainers.")}
+    assert {"KDPL_CoOp", "PromptKD", "DFKD_Mix", "DFKD_Contrastive", "ZeroshotCLIP_KD"} <= set(ours)
+    for name, cls in ours.items():
+        source = inspect.getsource(cls)  # found by its `class NAME` statement; OSError for a type()-made class
+        assert re.search(rf"^class {name}\(", source, re.M), name

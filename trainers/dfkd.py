@@ -577,16 +577,34 @@ class DFKDTrainer(PromptDistillTrainer):
         super().load_model(directory, epoch)
 
 
-def _register(name: str, mode: str, doc: str) -> type:
-    cls = type(name, (DFKDTrainer,), {"prompt_mode": mode, "__doc__": doc, "__module__": __name__})
-    return TRAINER_REGISTRY.register(cls) or cls
+@TRAINER_REGISTRY.register()
+class DFKD_Contrastive(DFKDTrainer):
+    """DFKD with learned, contrastively diversified style pseudo-words (the paper's best mode)."""
+
+    prompt_mode = "contrastive"
 
 
-DFKD_Contrastive = _register("DFKD_Contrastive", "contrastive", "DFKD with learned, contrastively diversified style "
-                                                                "pseudo-words (the paper's best mode).")
-DFKD_Mix = _register("DFKD_Mix", "mix", "DFKD with convex mixtures of dictionary styles.")
-DFKD_Random = _register("DFKD_Random", "random", "DFKD with random pseudo-words from the token-embedding statistics.")
-DFKD_Handcrafted = _register("DFKD_Handcrafted", "handcrafted", "DFKD baseline: one hand-crafted prompt per class.")
+@TRAINER_REGISTRY.register()
+class DFKD_Mix(DFKDTrainer):
+    """DFKD with convex mixtures of dictionary styles."""
+
+    prompt_mode = "mix"
+
+
+@TRAINER_REGISTRY.register()
+class DFKD_Random(DFKDTrainer):
+    """DFKD with random pseudo-words from the token-embedding statistics."""
+
+    prompt_mode = "random"
+
+
+@TRAINER_REGISTRY.register()
+class DFKD_Handcrafted(DFKDTrainer):
+    """DFKD baseline: one hand-crafted prompt per class."""
+
+    prompt_mode = "handcrafted"
+
+
 #: trainer name -> prompt mode (tools/synthesize.py reads it)
 MODES_BY_TRAINER = {c.__name__: c.prompt_mode for c in (DFKD_Contrastive, DFKD_Mix, DFKD_Random, DFKD_Handcrafted)}
 
