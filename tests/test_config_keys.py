@@ -154,3 +154,16 @@ def test_every_registered_trainer_is_a_class_statement_in_its_module():
     for name, cls in ours.items():
         source = inspect.getsource(cls)  # found by its `class NAME` statement; OSError for a type()-made class
         assert re.search(rf"^class {name}\(", source, re.M), name
+
+
+def test_dfkd_configs_are_one_file_per_setting():
+    """The four DFKD_* trainers differ only in their prompt mode (a class attribute): their config folders link to
+    one yaml per setting, which therefore cannot drift apart; tools.adopt copies the files' contents."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    shared = {p.resolve() for p in (configs / "dfkd").glob("*.yaml")}
+    assert {p.name for p in shared} == {"tiny_cpu.yaml", "vit_b32.yaml"}
+    for mode in ("Contrastive", "Handcrafted", "Mix", "Random"):
+        links = sorted((configs / "trainers" / f"DFKD_{mode}").glob("*.yaml"))
+        assert [p.name for p in links] == ["tiny_cpu.yaml", "vit_b32.yaml"]
+        assert all(p.is_symlink() and p.resolve() in shared for p in links), links
+        assert not any("PROMPT_MODE" in p.read_text() for p in links)

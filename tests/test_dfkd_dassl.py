@@ -21,8 +21,10 @@ from trainers.core import synthesis  # noqa: E402
 from trainers.core.clip_models import load_clip  # noqa: E402
 from trainers.core.generators import VQGANCheckpointError, VQGANDecoder  # noqa: E402
 from trainers.core.teacher import FrozenTeacher  # noqa: E402
-from trainers.dfkd import (DFKD_DEFAULTS, MODES_BY_TRAINER, SyntheticSetError, build_student_net,  # noqa: E402
-                           distillation_loss, prompt_classnames)
+from trainers.core.students import build_student_net, distillation_loss  # noqa: E402
+from trainers.core.synthesis import SyntheticSetError  # noqa: E402
+from trainers.dfkd import DFKD_DEFAULTS, MODES_BY_TRAINER  # noqa: E402
+from trainers.dfkd_synthesis import prompt_classnames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINERS = ["DFKD_Handcrafted", "DFKD_Mix", "DFKD_Random", "DFKD_Contrastive"]

@@ -150,7 +150,7 @@ def test_refusals(data, teacher_dir, tmp_path):
 
 
 def test_kd_weight_table_and_eval_rows():
-    from trainers.promptkd import eval_rows, kd_weight_for
+    from trainers.promptkd_parts import eval_rows, kd_weight_for
 
     assert kd_weight_for("DescribableTextures", "base2novel", -1.0)[0] == 200.0
     assert kd_weight_for("OxfordFlowers", "base2novel", -1.0)[0] == 200.0

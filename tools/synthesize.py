@@ -42,7 +42,9 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
     import datasets  # noqa: F401  (registers the datasets)
     import trainers  # noqa: F401  (registers the trainers and their config keys)
-    from trainers.dfkd import MODES_BY_TRAINER, benchmark_domains, ensure_synthetic_set, prompt_classnames
+    from trainers.core.domain_eval import benchmark_domains
+    from trainers.dfkd import MODES_BY_TRAINER
+    from trainers.dfkd_synthesis import ensure_synthetic_set, prompt_classnames
 
     cfg = train.setup_cfg(args)
     if cfg.TRAINER.NAME not in MODES_BY_TRAINER:

@@ -20,4 +20,5 @@ else:
     DASSL_AVAILABLE = True
 
 if DASSL_AVAILABLE:
-    from . import dfkd, kdpl, promptkd, zeroshot  # noqa: E402,F401  (registration, config keys, Dassl fixes)
+    # registration, config keys, Dassl fixes
+    from . import dfkd, kdpl, promptkd, promptkd_teacher, zeroshot  # noqa: E402,F401

@@ -13,18 +13,16 @@ differ only in the prompt mode (``trainers/core/diversify.py``):
 
 Only the method's existence, the three prompt-mode names and "Contrastive best" are known from the paper; every
 other choice is our reconstruction, a TRAINER.DFKD.* key below, listed in docs/dfkd.md.
+
+This module holds the config keys and the trainers; the synthetic-set orchestration is trainers/dfkd_synthesis.py,
+the student and its loss trainers/core/students.py, the per-domain evaluator trainers/core/domain_eval.py.
 """
 from __future__ import annotations
 
-import os
-import os.path as osp
-import warnings
-from collections import defaultdict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from dassl.data.data_manager import DataManager, build_data_loader
 from dassl.data.datasets import Datum
@@ -32,15 +30,16 @@ from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer
-from .config import add_keys, cfg_node, cfg_value, config_keys
-from .core.clip_models import LoadedClip, load_clip
-from .core.diversify import STYLE_DICTIONARY, DiversifyConfig, PromptEncoder, build_prompt_targets, filter_styles
-from .core.generators import GENERATORS, describe_decoder, load_vqgan_decoder
-from .core.losses import kd_loss
+from .config import add_keys, cfg_node, config_keys
+from .core.clip_models import LoadedClip
+from .core.diversify import PromptEncoder
+from .core.domain_eval import DomainAccuracy, benchmark_domains
 from .core.precision import autocast, resolve_precision
-from .core.synthesis import (CutoutConfig, SynthesisConfig, Synthesizer, SyntheticSetError, key_digest,
-                             read_synthetic_set, synthesize_set)
+from .core.students import StudentNet, build_student_net, distillation_loss
+from .core.synthesis import SyntheticSetError, read_synthetic_set
 from .core.teacher import FrozenTeacher
+from .dfkd_synthesis import (diversify_config, ensure_synthetic_set, load_teacher_clip, prompt_classnames,
+                             synthesis_config)
 
 #: TRAINER.DFKD defaults. Every value is a reconstruction (docs/dfkd.md), not a setting read from the paper.
 DFKD_DEFAULTS: Dict[str, Any] = {
@@ -116,245 +115,11 @@ DFKD_DEFAULTS: Dict[str, Any] = {
     "CLASSNAMES_FILE": "",  # lines "<dataset name> <prompt name>", e.g. "monitor computer monitor"
     "EVAL_WHO": "student",  # student | teacher (the CLIP reference row)
 }
-DEFAULT_CACHE = osp.join("output", "dfkd_synthetic")
 
 
 @config_keys
 def add_dfkd_config(cfg) -> None:
     add_keys(cfg, "TRAINER.DFKD", DFKD_DEFAULTS)
-
-
-# ---------------------------------------------------------------------------------------------- configuration
-def diversify_config(node, domain_names: Sequence[str] = ()) -> Tuple[DiversifyConfig, List[str]]:
-    """Prompt settings from TRAINER.DFKD; returns (config, style words dropped for naming a domain)."""
-    styles = list(node.STYLE_DICT) or list(STYLE_DICTIONARY)
-    dropped: List[str] = []
-    if node.STYLE_EXCLUDE == "domains":
-        styles, dropped = filter_styles(styles, domain_names)
-    elif node.STYLE_EXCLUDE != "none":
-        raise ValueError(f"Unknown STYLE_EXCLUDE {node.STYLE_EXCLUDE!r}; use domains or none.")
-    return DiversifyConfig(
-        template=node.TEMPLATE, template_ensemble=tuple(node.TEMPLATE_ENSEMBLE), style_dict=tuple(styles),
-        mix_k=int(node.MIX_K), mix_alpha=float(node.MIX_ALPHA), mix_space=node.MIX_SPACE,
-        mix_template=node.MIX_TEMPLATE, style_template=node.STYLE_TEMPLATE, rand_stats=node.RAND_STATS,
-        rand_iso_std=float(node.RAND_ISO_STD), rand_n_tokens=int(node.RAND_N_TOKENS),
-        rand_guard=bool(node.RAND_GUARD), rand_max_tries=int(node.RAND_MAX_TRIES), n_prompts=int(node.N_PROMPTS),
-        n_pseudo_tokens=int(node.N_PSEUDO_TOKENS), con_tau=float(node.CON_TAU),
-        con_lambda_cls=float(node.CON_LAMBDA_CLS), con_cls_scale=float(node.CON_CLS_SCALE),
-        con_steps=int(node.CON_STEPS), con_lr=float(node.CON_LR), con_init_std=float(node.CON_INIT_STD),
-        con_positives=node.CON_POSITIVES, con_rounds=int(node.CON_ROUNDS)), dropped
-
-
-def resolve_generator(node) -> str:
-    """SYN_GENERATOR, or vqgan when a checkpoint is set, else fourier (with a warning: not VQGAN-comparable)."""
-    kind = node.SYN_GENERATOR or ("vqgan" if node.VQGAN_CKPT else "fourier")
-    if kind not in GENERATORS:
-        raise ValueError(f"Unknown SYN_GENERATOR {kind!r}; use one of {GENERATORS}.")
-    if not node.SYN_GENERATOR and kind == "fourier":
-        warnings.warn("TRAINER.DFKD.VQGAN_CKPT is not set: synthesising with the weight-free 'fourier' "
-                      "parameterisation; results are not comparable to VQGAN-CLIP synthesis.", stacklevel=2)
-    return kind
-
-
-def synthesis_config(node) -> SynthesisConfig:
-    cut = CutoutConfig(n=int(node.SYN_CUTOUTS), augment=bool(node.SYN_AUGMENT), p=float(node.SYN_AUG_P),
-                       noise=float(node.SYN_NOISE))
-    return SynthesisConfig(generator=resolve_generator(node), iters=int(node.SYN_ITERS), lr=float(node.SYN_LR),
-                           size=int(node.SYN_SIZE), batch=int(node.SYN_BATCH), precision=node.SYN_PRECISION,
-                           keep=node.SYN_KEEP, init_weight=float(node.SYN_INIT_WEIGHT),
-                           fourier_decay=float(node.SYN_FOURIER_DECAY), vqgan_init=node.SYN_VQGAN_INIT, cutouts=cut)
-
-
-def prompt_classnames(classnames: Sequence[str], overrides_file: str = "") -> List[str]:
-    """The dataset's class names (label order) with optional prompt overrides ("<name> <prompt name>" lines)."""
-    names = [str(c).replace("_", " ") for c in classnames]
-    if not names or not all(n.strip() for n in names):
-        raise ValueError(f"Data-free distillation needs a non-empty class name for every class, got {names}. "
-                         "Use a dataset class with names (e.g. PACSNamed, VLCSNamed) or DATASET.NAME's *Named twin.")
-    if overrides_file:
-        if not osp.isfile(overrides_file):
-            raise FileNotFoundError(f"TRAINER.DFKD.CLASSNAMES_FILE {overrides_file!r} does not exist.")
-        with open(overrides_file) as f:
-            mapping = dict(line.strip().split(" ", 1) for line in f if line.strip() and " " in line.strip())
-        names = [mapping.get(n.replace(" ", "_"), mapping.get(n, n)) for n in names]
-    return names
-
-
-def benchmark_domains(cfg, dataset: Any = None) -> List[str]:
-    """Every domain name of the benchmark (the style dictionary must not name any): the dataset's list plus the
-    configured source/target domains."""
-    names = list(getattr(dataset, "domains", []) or [])
-    return names + [d for d in list(cfg.DATASET.SOURCE_DOMAINS) + list(cfg.DATASET.TARGET_DOMAINS) if d not in names]
-
-
-def load_teacher_clip(cfg) -> LoadedClip:
-    node, clip_cfg = cfg_node(cfg, "TRAINER.DFKD"), cfg_node(cfg, "MODEL.CLIP")
-    return load_clip(node.TEACHER, backend=node.TEACHER_BACKEND, pretrained=node.TEACHER_PRETRAINED,
-                     download_root=clip_cfg.DOWNLOAD_ROOT, weights=clip_cfg.WEIGHTS)
-
-
-def cache_root(node) -> str:
-    return node.SYN_CACHE_DIR or os.environ.get("DFKD_SYN_CACHE", "") or DEFAULT_CACHE
-
-
-def synthetic_set_key(cfg, mode: str, classnames: Sequence[str], div: DiversifyConfig, syn: SynthesisConfig
-                      ) -> Dict[str, Any]:
-    """Everything that changes the images (student settings and the distillation seed do not)."""
-    node = cfg_node(cfg, "TRAINER.DFKD")
-    key: Dict[str, Any] = {
-        "mode": mode, "prompts": div.key(mode), "classnames": list(classnames),
-        "teacher": {"name": node.TEACHER, "backend": node.TEACHER_BACKEND, "pretrained": node.TEACHER_PRETRAINED,
-                    "weights": cfg_value(cfg, "MODEL.CLIP.WEIGHTS")},
-        "synthesis": syn.key(), "per_class": int(node.SYN_PER_CLASS), "seed": synthesis_seed(cfg)}
-    if syn.generator == "vqgan":
-        key["vqgan"] = {"ckpt": osp.abspath(node.VQGAN_CKPT) if node.VQGAN_CKPT else "",
-                        "config": node.VQGAN_CONFIG}
-    return key
-
-
-def synthesis_seed(cfg) -> int:
-    seed = int(cfg_value(cfg, "TRAINER.DFKD.SYN_SEED"))
-    return int(cfg.SEED) if seed < 0 else seed
-
-
-def ensure_synthetic_set(cfg, mode: str, classnames: Sequence[str], domain_names: Sequence[str],
-                         device: torch.device, loaded: Optional[LoadedClip] = None) -> str:
-    """Path of the synthetic set for this config: SYN_DIR, a cached set, or a newly synthesised (resumed) one."""
-    node = cfg_node(cfg, "TRAINER.DFKD")
-    if node.SYN_DIR:
-        read_synthetic_set(node.SYN_DIR, classnames)  # fail early and clearly
-        return node.SYN_DIR
-    if node.CON_JOINT:
-        raise NotImplementedError("TRAINER.DFKD.CON_JOINT (alternating prompt and latent steps) is not implemented; "
-                                  "set it False (docs/dfkd.md).")
-    div, dropped = diversify_config(node, domain_names)
-    if dropped and mode in ("mix", "contrastive"):
-        print(f"Style dictionary: dropped {dropped} (they name a benchmark domain); kept {list(div.style_dict)}")
-    syn = synthesis_config(node)
-    key = synthetic_set_key(cfg, mode, classnames, div, syn)
-    set_dir = osp.join(cache_root(node), f"{mode}_{key_digest(key)}")
-    state: Dict[str, Any] = {}
-
-    def encoder() -> PromptEncoder:
-        if "encoder" not in state:
-            state["clip"] = loaded or load_teacher_clip(cfg)
-            state["clip"].model.to(device).float()
-            state["encoder"] = PromptEncoder(state["clip"].model, state["clip"].tokenize)
-        return state["encoder"]
-
-    def make_targets():
-        print(f"Building {mode} prompt targets for {len(classnames)} classes x {node.SYN_PER_CLASS} images")
-        targets = build_prompt_targets(mode, encoder(), classnames, int(node.SYN_PER_CLASS), div,
-                                       synthesis_seed(cfg))
-        stats = {k: targets.extra[k] for k in ("mean_pairwise_cos", "min_pairwise_dist", "guard_failed")
-                 if k in targets.extra}
-        if stats:
-            print(f"Prompt targets: {stats}")
-        return targets
-
-    def make_synthesizer() -> Synthesizer:
-        enc = encoder()
-        decoder = None
-        if syn.generator == "vqgan":
-            decoder = load_vqgan_decoder(node.VQGAN_CKPT, node.VQGAN_CONFIG or None, bool(node.VQGAN_TRUSTED))
-            print(f"Loaded {describe_decoder(syn.size, decoder)} from {node.VQGAN_CKPT}")
-        pre = state["clip"].preprocess
-        heads = enc.class_features(classnames, div.template, div.template_ensemble)
-        return Synthesizer(enc.model, pre.size, pre.mean, pre.std, heads, syn, device, decoder,
-                           float(node.TEACHER_SCALE))
-
-    print(f"Synthetic set: {set_dir} ({syn.generator}, {syn.iters} iterations, {syn.cutouts.n} cutouts, "
-          f"{syn.size}px)")
-    return synthesize_set(set_dir, key, list(classnames), int(node.SYN_PER_CLASS), make_targets, make_synthesizer,
-                          int(node.SYN_BATCH), synthesis_seed(cfg), progress=bool(node.SYN_PROGRESS))
-
-
-# ---------------------------------------------------------------------------------------------------- student
-class StudentNet(nn.Module):
-    """A torchvision classifier's body with a new K-way ``head`` (so the head can get its own learning rate)."""
-
-    def __init__(self, body: nn.Module, head: nn.Linear):
-        super().__init__()
-        self.body = body
-        self.head = head
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
-
-def build_student_net(name: str, num_classes: int, weights: str = "") -> StudentNet:
-    """Any torchvision classifier by name; ImageNet weights only from a local file (never downloaded)."""
-    import torchvision
-
-    try:
-        model = torchvision.models.get_model(name, weights=None)
-    except ValueError as exc:
-        raise ValueError(f"Unknown torchvision classifier {name!r} (TRAINER.DFKD.STUDENT), e.g. resnet18, "
-                         f"resnet50, mobilenet_v3_small, efficientnet_b0 ({exc}).") from exc
-    if weights:
-        if not osp.isfile(weights):
-            raise FileNotFoundError(f"TRAINER.DFKD.STUDENT_PRETRAINED {weights!r} does not exist (it is never "
-                                    "downloaded; e.g. torchvision's resnet18-f37072fd.pth).")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{weights} does not fit torchvision's {name}: {exc}") from exc
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError(f"{name} has no final nn.Linear classifier to replace; pick another student.")
-    path, last = linears[-1]
-    parent = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
-    setattr(parent, path.rsplit(".", 1)[-1], nn.Identity())
-    return StudentNet(model, nn.Linear(last.in_features, num_classes))
-
-
-def distillation_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, kd_weight: float, ce_weights: Optional[torch.Tensor | float] = None
-                      ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """kd_weight * T^2 KL(p_T || p_S) + mean(ce_weights * CE(z_S, label)); terms for logging.
-
-    ``ce_weights`` None (or 0.0) skips the CE term; decided on the host, so a step never waits for the device.
-    """
-    kd = kd_loss(teacher_logits, student_logits.float(), temperature)
-    total = kd_weight * kd
-    terms = {"loss_kd": kd.detach()}
-    if ce_weights is not None and not (isinstance(ce_weights, float) and ce_weights == 0.0):
-        ce = F.cross_entropy(student_logits.float(), labels, reduction="none")
-        total = total + (ce_weights * ce).mean()
-        terms["loss_ce"] = ce.mean().detach()
-    terms["loss"] = total.detach()
-    return total, terms
-
-
-class DomainAccuracy:
-    """Top-1 and mean per-class accuracy per test domain (Dassl's evaluator gives only the pooled value)."""
-
-    def __init__(self, names: Sequence[str]):
-        self.names = list(names)
-        self.reset()
-
-    def reset(self) -> None:
-        self.counts: Dict[int, Dict[int, List[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor, domains: torch.Tensor) -> None:
-        pred = logits.argmax(-1).cpu()
-        for p, y, d in zip(pred.tolist(), labels.cpu().tolist(), domains.cpu().tolist()):
-            cell = self.counts[d][y]
-            cell[0] += int(p == y)
-            cell[1] += 1
-
-    def name(self, d: int) -> str:
-        return self.names[d] if 0 <= d < len(self.names) else str(d)
-
-    def top1(self) -> Dict[str, float]:
-        return {self.name(d): 100.0 * sum(c[0] for c in per.values()) / sum(c[1] for c in per.values())
-                for d, per in sorted(self.counts.items())}
-
-    def mean_per_class(self) -> Dict[str, float]:
-        return {self.name(d): 100.0 * sum(c[0] / c[1] for c in per.values()) / len(per)
-                for d, per in sorted(self.counts.items())}
 
 
 # ---------------------------------------------------------------------------------------------------- trainer

@@ -1,13 +1,9 @@
-"""PromptKD (Li et al., CVPR 2024): unsupervised prompt distillation from a prompted ViT-L/14 into a ViT-B/16.
+"""PromptKD stage 2 (Li et al., CVPR 2024): unsupervised prompt distillation from a prompted ViT-L/14 into a ViT-B/16.
 
-Two registered trainers:
-
-* ``PromptKD_Teacher`` (stage 1): PromptSRC with its cross-entropy on a large CLIP (ViT-L/14). Besides its GPA
-  checkpoint it writes ``class_vectors.pt``: the prompted, L2-normalised text features of ALL N classes of the
-  dataset in label order (also after training on base classes), with class names, template, backbone and the
-  checkpoint's sha256.
-* ``PromptKD`` (stage 2): the student = ViT-B/16 image tower with deep visual prompts + projector, scored against
-  the teacher's class vectors W; loss = KD_WEIGHT * T^2 * KL(p_T || p_S) / (B*N); labels are never read.
+``PromptKD``: the student = ViT-B/16 image tower with deep visual prompts + projector, scored against the teacher's
+class vectors W; loss = KD_WEIGHT * T^2 * KL(p_T || p_S) / (B*N); labels are never read. The teacher is trained by
+stage 1, ``PromptKD_Teacher`` (``trainers.promptkd_teacher``); the parts both stages share are in
+``trainers.promptkd_parts``.
 
 Data regime (spec §6-7; our design, no dataset patching): ``DATASET.SUBSAMPLE_CLASSES`` chooses the *evaluated*
 classes (base -> rows W[:m], new -> W[m:], all -> W, m = ceil(N/2)), while the distillation set is always the
@@ -31,7 +27,6 @@ import torch
 from torch.nn import functional as F
 
 from dassl.data.data_manager import build_data_loader
-from dassl.data.datasets import build_dataset
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
@@ -43,20 +38,13 @@ from .core.clip_models import load_clip
 from .core.losses import promptkd_loss
 from .core.precision import full_precision, resolve_precision
 from .core.projector import PromptKDStudent, StudentLearner, known_embed_dim
-from .core.prompt_learners import PromptedCLIP
 from .core.prompted_teacher import (CLASS_VECTORS_FILE, PromptedTeacher, build_prompted_teacher, check_classnames,
-                                    encode_class_set, load_class_vectors, resolve_teacher_checkpoint,
-                                    save_class_vectors)
-from .promptsrc import PromptSRCMixin, add_promptsrc_config
+                                    load_class_vectors, resolve_teacher_checkpoint, save_class_vectors)
+from .promptkd_parts import DEFAULT_TEACHER, all_class_dataset, eval_rows, kd_weight_for, teacher_backbone
 
 MODALS = ("base2novel", "cross", "dg")
 VAL_MODES = ("none", "kd", "base_fewshot")
 DG_SPLITS = ("transductive", "halves")
-DEFAULT_TEACHER = "ViT-L/14"
-# scripts/promptkd/base2new_train.sh of the reference (comment of 2024-03-21): 200 for these, 1000 for the rest;
-# the cross-dataset script uses 1000 for every target.
-KD_WEIGHTS: Dict[str, float] = {"OxfordFlowers": 200.0, "FGVCAircraft": 200.0, "DescribableTextures": 200.0}
-DEFAULT_KD_WEIGHT = 1000.0
 
 
 @config_keys
@@ -80,133 +68,6 @@ def add_promptkd_config(cfg) -> None:
         "TEACHER_CACHE": "",  # folder of cached teacher image features (tools/build_teacher_cache.py); "" = online
         "VIEW_KEYED_AUG": False,  # training views keyed by (seed, epoch, index); implied by TEACHER_CACHE
     })
-    add_promptsrc_config(cfg)
-
-
-# ------------------------------------------------------------------------------------------------------ helpers
-def teacher_backbone(node) -> str:
-    """TEACHER_BACKBONE, or the reference key TEACHER_NAME when only that one was changed."""
-    name, backbone = node.TEACHER_NAME, node.TEACHER_BACKBONE
-    if name == "ViT/L-14":
-        raise ValueError("TRAINER.PROMPTKD.TEACHER_NAME 'ViT/L-14' is the reference's typo; use 'ViT-L/14'.")
-    if name and name != backbone:
-        if backbone != DEFAULT_TEACHER:
-            if name != DEFAULT_TEACHER:
-                raise ValueError(f"TRAINER.PROMPTKD.TEACHER_NAME={name!r} and TEACHER_BACKBONE={backbone!r} "
-                                 "disagree; set one of them.")
-            return backbone
-        return name
-    return backbone or name
-
-
-def kd_weight_for(dataset_name: str, modal: str, configured: float) -> Tuple[float, str]:
-    """The KD weight and where it comes from: the configured value if >= 0, else the reference's table."""
-    if configured >= 0:
-        return float(configured), "TRAINER.PROMPTKD.KD_WEIGHT"
-    if modal != "base2novel":
-        return DEFAULT_KD_WEIGHT, f"{modal} default"
-    return KD_WEIGHTS.get(dataset_name, DEFAULT_KD_WEIGHT), f"per-dataset table ({dataset_name})"
-
-
-def eval_rows(subsample: str, num_classes: int) -> Tuple[int, int]:
-    """Rows of W scored at test time: base = [0, m), new = [m, N), all = [0, N), m = ceil(N/2) (protocols.md §3)."""
-    m = math.ceil(num_classes / 2)
-    rows = {"all": (0, num_classes), "base": (0, m), "new": (m, num_classes)}
-    if subsample not in rows:
-        raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got {subsample!r}.")
-    return rows[subsample]
-
-
-def all_class_dataset(cfg, dataset, keep_shots: bool = True):
-    """The dataset with all N classes: ``dataset`` itself when SUBSAMPLE_CLASSES is all, else rebuilt from the stock
-    class (``keep_shots=False`` skips few-shot sampling when only the class names are needed)."""
-    subsample = cfg_value(cfg, "DATASET.SUBSAMPLE_CLASSES")
-    if subsample == "all" and (keep_shots or int(cfg.DATASET.NUM_SHOTS) < 1):
-        return dataset
-    cfg_all = cfg.clone()
-    cfg_all.defrost()
-    cfg_all.DATASET.SUBSAMPLE_CLASSES = "all"
-    if not keep_shots:
-        cfg_all.DATASET.NUM_SHOTS = 0
-    cfg_all.freeze()
-    print(f"Reading {cfg.DATASET.NAME} with all classes (SUBSAMPLE_CLASSES all"
-          f"{'' if keep_shots else ', NUM_SHOTS 0'}) for PromptKD")
-    return build_dataset(cfg_all)
-
-
-# ------------------------------------------------------------------------------------------------------ stage 1
-@TRAINER_REGISTRY.register()
-class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
-    """PromptSRC with labels on a large CLIP; writes the class vectors of all classes for stage 2."""
-
-    model_name = "VLPromptLearner"
-    precision_node = "PROMPTSRC"
-
-    def build_student(self) -> PromptedCLIP:
-        loaded = load_student_clip(self.cfg)
-        if self.cfg.INPUT.SIZE[0] != loaded.preprocess.size:
-            raise ValueError(f"INPUT.SIZE {self.cfg.INPUT.SIZE[0]} does not match {self.cfg.MODEL.BACKBONE.NAME}'s "
-                             f"input resolution {loaded.preprocess.size}.")
-        model = PromptedCLIP(loaded, self.build_learner(loaded.model, loaded.tokenize),
-                             truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
-        model.register_class_set("eval", self.dm.dataset.classnames)
-        return model
-
-    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """The teacher is trained WITH labels (cross-entropy); they are kept for :meth:`compute_loss`."""
-        self.batch_labels = batch["label"].to(self.device, non_blocking=True)
-        return super().parse_batch_train(batch)
-
-    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        logits, scl, terms = self.self_consistency_loss(images, "eval", list(self.dm.dataset.classnames))
-        ce = F.cross_entropy(logits, self.batch_labels)
-        loss = ce + scl
-        acc = (logits.argmax(-1) == self.batch_labels).float().mean() * 100
-        return loss, {"loss": loss, "loss CE": ce, **terms, "acc": acc}
-
-    def information_regime(self) -> Dict[str, str]:
-        shots = int(self.cfg.DATASET.NUM_SHOTS)
-        sub = cfg_value(self.cfg, "DATASET.SUBSAMPLE_CLASSES")
-        what = f"{shots}-shot" if shots > 0 else "all"
-        return {"labels": f"{what} labels of the {sub} classes", "images": f"{what} training images ({sub} classes)",
-                "class_names": "dataset", "teacher": "none (PromptKD stage 1)",
-                "student": self.cfg.MODEL.BACKBONE.NAME}
-
-    def checkpoint_meta(self) -> Dict[str, Any]:
-        learner = self.model.prompt_learner
-        meta = super().checkpoint_meta()
-        meta.update({"dataset": self.cfg.DATASET.NAME, "num_classes": len(self.dm.dataset.classnames),
-                     "classnames": list(self.dm.dataset.classnames),
-                     "subsample_classes": cfg_value(self.cfg, "DATASET.SUBSAMPLE_CLASSES"),
-                     "n_ctx_text": int(learner.n_ctx), "n_ctx_vision": int(learner.vision_ctx.shape[0]),
-                     "depth_text": len(learner.text_deep) + 1, "depth_vision": len(learner.vision_deep) + 1,
-                     "ctx_init": cfg_value(self.cfg, "TRAINER.PROMPTSRC.CTX_INIT")})
-        return meta
-
-    def after_train(self) -> None:
-        super().after_train()
-        self.write_class_vectors()
-
-    def deployed_checkpoint(self) -> str:
-        name = "model-best.pth.tar" if self.cfg.TEST.FINAL_MODEL == "best_val" else f"model.pth.tar-{self.max_epoch}"
-        return osp.join(self.output_dir, self.model_name, name)
-
-    @torch.no_grad()
-    def write_class_vectors(self) -> str:
-        """W for ALL classes of the dataset in label order (stage 2 may read it with TRAINER.PROMPTKD.CLASS_VECTORS)."""
-        names = list(all_class_dataset(self.cfg, self.dm.dataset, keep_shots=False).classnames)
-        self.set_model_mode("eval")
-        self.model.register_class_set("all", names)
-        vectors = encode_class_set(self.model, "all")
-        ckpt = self.deployed_checkpoint()
-        path = save_class_vectors(
-            osp.join(self.output_dir, CLASS_VECTORS_FILE), vectors, names,
-            template=f"{self.model.prompt_learner.prompt_prefix} {{}}.", backbone=self.cfg.MODEL.BACKBONE.NAME,
-            checkpoint=ckpt, checkpoint_sha256=sha256_of(ckpt) if osp.isfile(ckpt) else "",
-            dataset=self.cfg.DATASET.NAME, num_base=math.ceil(len(names) / 2),
-            trained_classes=len(self.dm.dataset.classnames))
-        print(f"Wrote the class vectors of all {len(names)} classes ({tuple(vectors.shape)}) to {path}")
-        return path
 
 
 # ------------------------------------------------------------------------------------------------------ stage 2
@@ -228,6 +89,11 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
     @property
     def modal(self) -> str:
         return cfg_value(self.cfg, "TRAINER.MODAL")
+
+    @property
+    def kd_weight(self) -> float:
+        """KD_WEIGHT, or the reference's per-dataset table when it is < 0 (:func:`kd_weight_for`)."""
+        return kd_weight_for(self.cfg.DATASET.NAME, self.modal, float(self.kd.KD_WEIGHT))[0]
 
     # ----------------------------------------------------------------------------------------------------- config
     def check_cfg(self, cfg) -> None:
@@ -251,8 +117,8 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
             raise ValueError("VAL_MODE kd runs the teacher on the validation images, which TRAINER.PROMPTKD."
                              "TEACHER_CACHE avoids building: use VAL_MODE base_fewshot or none with a cache.")
         teacher_backbone(k)
-        self.kd_weight, source = kd_weight_for(cfg.DATASET.NAME, modal, float(k.KD_WEIGHT))
-        print(f"PromptKD: KD_WEIGHT {self.kd_weight:g} ({source}), temperature {k.TEMPERATURE:g}, modal {modal}")
+        kd_weight, source = kd_weight_for(cfg.DATASET.NAME, modal, float(k.KD_WEIGHT))
+        print(f"PromptKD: KD_WEIGHT {kd_weight:g} ({source}), temperature {k.TEMPERATURE:g}, modal {modal}")
 
     # ------------------------------------------------------------------------------------------------------- data
     def build_data_loader(self) -> None:
