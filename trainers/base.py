@@ -18,6 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from dassl.config import defaults as dassl_config_defaults
 from dassl.engine import TrainerX
@@ -243,22 +244,25 @@ class PromptDistillTrainer(TrainerX):
 
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
-        captured: Dict[str, float] = {}
-        evaluate = self.evaluator.evaluate
-
-        def capture():
-            results = evaluate()
-            captured.update({k: float(v) for k, v in results.items()})
-            return results
-
-        self.evaluator.evaluate = capture
-        try:
-            result = super().test(split)
-        finally:
-            self.evaluator.evaluate = evaluate
-        if (split or self.cfg.TEST.SPLIT) == "test" or self.val_loader is None:
-            self.write_results(captured)
-        return result
+        """Dassl's test pipeline (same prints, evaluator lines and scalars), keeping the full-precision metrics for
+        ``results.json`` when the test split is evaluated."""
+        self.set_model_mode("eval")
+        self.evaluator.reset()
+        split = split or self.cfg.TEST.SPLIT
+        if split == "val" and self.val_loader is not None:
+            loader = self.val_loader
+        else:
+            split, loader = "test", self.test_loader
+        print(f"Evaluate on the *{split}* set")
+        for batch in tqdm(loader):
+            images, labels = self.parse_batch_test(batch)
+            self.evaluator.process(self.model_inference(images), labels)
+        results = self.evaluator.evaluate()  # prints the "* accuracy: ..." lines that result parsers read
+        for name, value in results.items():
+            self.write_scalar(f"{split}/{name}", value, self.epoch)
+        if split == "test":
+            self.write_results({k: float(v) for k, v in results.items()})
+        return list(results.values())[0]
 
     def write_results(self, metrics: Dict[str, float]) -> str:
         """Full-precision metrics and the run's facts in ``<output>/results.json`` (result parsers read it first)."""
