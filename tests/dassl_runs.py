@@ -50,20 +50,20 @@ class LabelGuardBatch(dict):
 
 def first_batch_losses(trainers, epoch: int, eval_mode: bool = False):
     """Each trainer's loss on the first 8 views of ``epoch`` (keyed views: the same images for every trainer), without
-    gradients; returns (losses, the last trainer's images)."""
+    gradients; returns (losses, the last trainer's parsed batch)."""
     import torch
 
-    losses, images = [], None
+    losses, parsed = [], None
     for trainer in trainers:
         trainer.epoch = epoch
         trainer.before_epoch()
         if eval_mode:  # e.g. PromptKD's projector BatchNorm: the same statistics in every trainer
             trainer.set_model_mode("eval")
         batch = next(iter(torch.utils.data.DataLoader(trainer.train_loader_x.dataset, batch_size=8)))
-        images = trainer.parse_batch_train(batch)
+        parsed = trainer.parse_batch_train(batch)
         with torch.no_grad():
-            losses.append(trainer.compute_loss(images)[0])
-    return losses, images
+            losses.append(trainer.compute_loss(parsed)[0])
+    return losses, parsed
 
 
 def run_killed(epoch: int, batch: int, timeout: int = 300, **run_kwargs):

@@ -124,10 +124,10 @@ def record_steps(monkeypatch) -> Iterator[StepRecord]:
                         lambda m, i, out: record.student_outputs.add(out.dtype) if active else None)
             compute_loss = self.compute_loss
 
-            def recorded_loss(images):
+            def recorded_loss(batch):
                 device = self.device.type
                 record.autocast.add((torch.is_autocast_enabled(device), torch.get_autocast_dtype(device)))
-                loss, terms = compute_loss(images)
+                loss, terms = compute_loss(batch)
                 record.losses.append(float(loss))
                 record.loss_dtypes.add(loss.dtype)
                 return loss, terms

@@ -156,6 +156,46 @@ def test_every_registered_trainer_is_a_class_statement_in_its_module():
         assert re.search(rf"^class {name}\(", source, re.M), name
 
 
+def test_trainers_are_at_most_three_classes_deep_and_name_their_loss_in_their_own_file():
+    """No mixins: each of our trainer classes has one base, at most three of ours deep (trainer, method base,
+    PromptDistillTrainer); the loss a trainer trains with is written in its own module (or it does not train)."""
+    pytest.importorskip("dassl", reason="Dassl.pytorch is not installed: the trainers are not registered")
+    import trainers  # noqa: F401
+    from dassl.engine import TRAINER_REGISTRY
+    from trainers.base import PromptDistillTrainer
+
+    ours = {name: cls for name, cls in TRAINER_REGISTRY._obj_map.items() if cls.__module__.startswith("trainers.")}
+    for name, cls in ours.items():
+        chain = [c for c in cls.__mro__ if c.__module__.startswith("trainers.")]
+        assert len(chain) <= 3 and chain[-1] is PromptDistillTrainer, (name, chain)
+        assert all(len(c.__bases__) == 1 for c in chain), [(c.__name__, c.__bases__) for c in chain]
+        assert not any("Mixin" in c.__name__ for c in cls.__mro__), (name, cls.__mro__)
+        owner = next(c for c in chain if "compute_loss" in vars(c))
+        if owner is not PromptDistillTrainer:
+            assert owner.__module__ == cls.__module__, (name, owner)
+        else:
+            assert name == "ZeroshotCLIP_KD"  # zero-shot: never trains
+
+
+def test_no_per_batch_state_is_left_on_a_trainer():
+    """The batch reaches the loss as an argument (TrainBatch) and test metrics read the batch itself: the per-batch
+    methods of every trainer module assign no attribute of ``self``."""
+    import ast
+
+    per_batch = {"parse_batch_train", "parse_batch_test", "forward_backward", "compute_loss", "model_inference",
+                 "after_test_batch", "teacher_targets", "teacher_logits"}
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "trainers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name in per_batch:
+                for inner in ast.walk(node):
+                    targets = inner.targets if isinstance(inner, ast.Assign) else \
+                        [inner.target] if isinstance(inner, (ast.AnnAssign, ast.AugAssign)) else []
+                    found += [f"{path.name}:{inner.lineno} {node.name} sets self.{t.attr}" for t in targets
+                              if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"]
+    assert not found, found
+
+
 def test_dfkd_configs_are_one_file_per_setting():
     """The four DFKD_* trainers differ only in their prompt mode (a class attribute): their config folders link to
     one yaml per setting, which therefore cannot drift apart; tools.adopt copies the files' contents."""

@@ -12,6 +12,7 @@ pytest.importorskip("dassl", reason="Dassl.pytorch is not installed (install it 
 
 from datasets.synthetic import make_synthetic_dataset  # noqa: E402
 from tests.dassl_runs import LabelGuardBatch, interrupt_at_epoch, run_train_py  # noqa: E402
+from trainers.core.trainer_parts import TrainBatch  # noqa: E402
 
 KDPL_TRAINERS = ["KDPL_CoOp", "KDPL_CoCoOp", "KDPL_VPT", "KDPL_MaPLe", "KDPL_PromptSRC"]
 BASE = ["DATASET.NUM_SHOTS", "4", "DATASET.SUBSAMPLE_CLASSES", "base"]
@@ -123,7 +124,7 @@ def test_class_agnostic_training_and_dataset_eval(name, data, dictionary, tmp_pa
     assert trainer.teacher.class_features.shape[0] == 50 and trainer.k_max == 8
     assert trainer.teacher.text_encoder_calls == 1
     images = torch.randn(4, 3, 32, 32)
-    teacher_logits, idx = trainer.teacher_targets(images)
+    teacher_logits, idx = trainer.teacher_targets(TrainBatch(images))
     assert teacher_logits.shape == (4, 8) and idx.unique().numel() == 8
     full = trainer.teacher.logits(images, trainer.model.logit_scale)
     assert set(full.argmax(-1).tolist()) <= set(idx.tolist()) or len(set(full.argmax(-1).tolist())) > 8
@@ -171,8 +172,8 @@ def test_non_finite_loss_stops_training_before_saving(data, tmp_path, monkeypatc
 
     original = KDPL_CoOp.compute_loss
 
-    def nan_loss(self, images):
-        loss, terms = original(self, images)
+    def nan_loss(self, batch):
+        loss, terms = original(self, batch)
         loss = loss * float("nan")
         return loss, {**terms, "loss symmetric KL": loss}
 
@@ -185,16 +186,16 @@ def test_non_finite_loss_stops_training_before_saving(data, tmp_path, monkeypatc
 
 def test_promptsrc_gpa_is_the_gaussian_average_of_epoch_snapshots(data, tmp_path, monkeypatch):
     from trainers.kdpl import KDPL_PromptSRC
-    from trainers.promptsrc import PromptSRCMixin, gaussian_weights
+    from trainers.promptsrc import GaussianPromptAggregation, gaussian_weights
 
     snapshots = []
-    original = PromptSRCMixin.after_epoch
+    original = GaussianPromptAggregation.end_epoch
 
-    def recording(self):
-        snapshots.append({k: v.detach().clone().float() for k, v in self.learnable().state_dict().items()})
-        original(self)
+    def recording(self, learnable, epoch, max_epoch):
+        snapshots.append({k: v.detach().clone().float() for k, v in learnable.state_dict().items()})
+        original(self, learnable, epoch, max_epoch)
 
-    monkeypatch.setattr(KDPL_PromptSRC, "after_epoch", recording)
+    monkeypatch.setattr(GaussianPromptAggregation, "end_epoch", recording)
     opts = BASE + ["OPTIM.MAX_EPOCH", "3", "TRAINER.PROMPTSRC.GPA_MEAN", "2", "TRAINER.PROMPTSRC.GPA_STD", "1",
                    "OPTIM.WARMUP_EPOCH", "0", "OPTIM.LR", "0.05"]
     trainer = run_train_py(data, str(tmp_path / "gpa"), "KDPL_PromptSRC", opts=opts)

@@ -180,7 +180,7 @@ def test_fp16_cache_rows_feed_a_bf16_student(data, runs_dir, monkeypatch):
     monkeypatch.setattr(KDPLTrainer, "build_online_teacher", lambda self: pytest.fail("a teacher was built"))
     cached = run_trainer("KDPL_CoOp", "bf16", data, str(runs_dir / "cached_bf16"),
                          opts=["TRAINER.KDPL.TEACHER_CACHE", cache, "TRAINER.KDPL.TEACHER_PREC", "fp32"])
-    assert cached.teacher is None and cached.student_cache is not None
+    assert cached.teacher is None and cached.cache.student is not None
     assert low_precision_dtypes(cached.model) == {torch.bfloat16}
     cached.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
     with autocast(CPU, "bf16"):  # as the training step

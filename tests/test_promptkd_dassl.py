@@ -258,7 +258,7 @@ def test_cached_and_online_distillation_see_the_same_targets(data, teacher_dir, 
                      opts=["TRAINER.PROMPTKD.VIEW_KEYED_AUG", "True", "TRAIN.CHECKPOINT_FREQ", "0"])
     cached = student(data, str(tmp_path / "cached"), "",  # the cache names its teacher: no TEACHER_CKPT needed
                      opts=["TRAINER.PROMPTKD.TEACHER_CACHE", cache, "TRAIN.CHECKPOINT_FREQ", "0"])
-    assert cached.teacher is None and cached.teacher_cache.kind == "teacher_features"
+    assert cached.teacher is None and cached.cache.teacher.kind == "teacher_features"
     assert meta["num_images"] == len(online.train_loader_x.dataset) > 0
     assert torch.equal(cached.model.class_vectors, online.model.class_vectors)
     assert float(cached.teacher_scale) == pytest.approx(float(online.teacher.logit_scale))
@@ -269,11 +269,12 @@ def test_cached_and_online_distillation_see_the_same_targets(data, teacher_dir, 
 
     cached.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
     for epoch in (0, 1):
-        (online_loss, cached_loss), images = first_batch_losses((online, cached), epoch, eval_mode=True)
+        (online_loss, cached_loss), batch = first_batch_losses((online, cached), epoch, eval_mode=True)
         assert float(online_loss) > 0
         assert torch.allclose(online_loss, cached_loss, rtol=5e-3, atol=1e-3), (epoch, online_loss, cached_loss)
         with torch.no_grad():
-            assert torch.allclose(cached.cached_rows(), online.teacher.encode_image(images), atol=2e-3)
+            assert torch.allclose(cached.cache.rows(epoch, batch.index), online.teacher.encode_image(batch.images),
+                                  atol=2e-3)
 
     # settings that change the views, or a cached held-out KD validation, are refused
     with pytest.raises(Exception, match="other settings"):

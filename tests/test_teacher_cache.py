@@ -120,17 +120,17 @@ def test_cached_and_online_training_see_the_same_targets(tmp_path):
                           opts=opts + ["TRAINER.KDPL.VIEW_KEYED_AUG", "True", "TRAIN.CHECKPOINT_FREQ", "0"])
     cached = run_train_py(data, str(tmp_path / "cached"), "KDPL_CoOp",
                           opts=opts + ["TRAINER.KDPL.TEACHER_CACHE", cache, "TRAIN.CHECKPOINT_FREQ", "0"])
-    assert cached.teacher is None and cached.teacher_cache is not None
-    assert cached.student_cache is not None  # CoOp's image tower is frozen: its features are cached too
+    assert cached.teacher is None and cached.cache.teacher is not None
+    assert cached.cache.student is not None  # CoOp's image tower is frozen: its features are cached too
     for trainer in (online, cached):
         trainer.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
     for epoch in (0, 1):
-        (online_loss, cached_loss), images = first_batch_losses((online, cached), epoch)
+        (online_loss, cached_loss), batch = first_batch_losses((online, cached), epoch)
         assert float(online_loss) > 0
         assert torch.allclose(online_loss, cached_loss, rtol=5e-3, atol=1e-4), (epoch, online_loss, cached_loss)
-        features = cached.cached_student_features()
+        features = cached.cache.student_features(epoch, batch.index)
         with torch.no_grad():
-            assert torch.allclose(features, online.model.encode_image(images), atol=2e-3)
+            assert torch.allclose(features, online.model.encode_image(batch.images), atol=2e-3)
     # a run with other settings refuses the cache
     with pytest.raises(Exception, match="other settings"):
         run_train_py(data, str(tmp_path / "other"), "KDPL_CoOp", seed=2,
@@ -173,8 +173,8 @@ def test_one_cache_serves_every_kdpl_trainer(tmp_path, monkeypatch):
     monkeypatch.setattr(KDPLTrainer, "build_online_teacher", no_teacher)
     cached = run_train_py(data, str(tmp_path / "cached"), "KDPL_MaPLe",
                           opts=opts + one_epoch + ["TRAINER.KDPL.TEACHER_CACHE", cache])
-    assert cached.teacher is None and cached.teacher_cache is not None
-    assert cached.student_cache is None  # MaPLe prompts its image tower: nothing of CoOp's student part applies
+    assert cached.teacher is None and cached.cache.teacher is not None
+    assert cached.cache.student is None  # MaPLe prompts its image tower: nothing of CoOp's student part applies
     cached.model.prompt_learner.load_state_dict(online.model.prompt_learner.state_dict())
     (online_loss, cached_loss), _ = first_batch_losses((online, cached), 0)
     assert float(online_loss) > 0

@@ -33,10 +33,10 @@ def cache_node_of(trainer_name: str) -> str:
     """The config node of a trainer's cache keys; a clear error for trainers without an offline cache."""
     import trainers  # noqa: F401  (registers the trainers)
     from dassl.engine import TRAINER_REGISTRY
-    from trainers.cache_mixin import OfflineTeacherCacheMixin
+    from trainers.offline_cache import supports_teacher_cache
 
     names = sorted(TRAINER_REGISTRY.registered_names())
-    supported = [n for n in names if issubclass(TRAINER_REGISTRY.get(n), OfflineTeacherCacheMixin)]
+    supported = [n for n in names if supports_teacher_cache(TRAINER_REGISTRY.get(n))]
     if trainer_name not in supported:
         raise SystemExit(f"--trainer {trainer_name!r} has no offline teacher cache; it exists for: "
                          f"{', '.join(supported)}.")

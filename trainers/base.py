@@ -34,6 +34,7 @@ from .core.precision import autocast, cast_to_precision, needs_grad_scaler, peak
 from .core.prompt_learners import load_learner_state
 from .core.shots import shots_used_record
 from .core.timing import RegionTimer
+from .core.trainer_parts import EpochPart, TrainBatch
 from .dassl_compat import apply_dassl_compat
 
 # Importing any trainer module (e.g. ``import trainers.kdpl`` in a CoOp fork) fixes Dassl for current torch and
@@ -89,12 +90,20 @@ class PromptDistillTrainer(TrainerX):
     def build_teacher(self) -> Optional[nn.Module]:
         return None
 
-    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    def compute_loss(self, batch: TrainBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
         raise NotImplementedError
+
+    def reads_labels(self) -> bool:
+        """Whether :meth:`compute_loss` reads labels (distillation does not: they are then never moved or read)."""
+        return False
 
     def learnable(self) -> nn.Module:
         """The module whose parameters train (and whose state dict is the checkpoint)."""
         return self.model.prompt_learner
+
+    def build_epoch_parts(self) -> Dict[str, EpochPart]:
+        """End-of-epoch components (name -> part; the name keys its state in checkpoints); none by default."""
+        return {}
 
     def param_groups(self) -> Optional[list]:
         """Optimizer parameter groups (e.g. a faster new head); None = every learnable parameter at OPTIM.LR."""
@@ -140,6 +149,7 @@ class PromptDistillTrainer(TrainerX):
         self.teacher = None
         self.teacher_timer = RegionTimer(self.device)
         self.timings: Dict[str, float] = {}
+        self.epoch_parts = self.build_epoch_parts()
 
     def before_train(self) -> None:
         # The teacher exists only for training: --eval-only runs never build it.
@@ -152,11 +162,13 @@ class PromptDistillTrainer(TrainerX):
         super().before_train()
 
     # -------------------------------------------------------------------------------------------------- training
-    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """Images only: distillation never reads the label. The dataset indices key cached teacher outputs."""
+    def parse_batch_train(self, batch: Dict[str, Any]) -> TrainBatch:
+        """Images and dataset indices (they key cached teacher outputs); labels only when :meth:`reads_labels`."""
         index = batch.get("index") if hasattr(batch, "get") else None
-        self.batch_index = index.to(self.device, non_blocking=True) if isinstance(index, torch.Tensor) else None
-        return batch["img"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True) if self.reads_labels() else None
+        return TrainBatch(images=batch["img"].to(self.device, non_blocking=True),
+                          index=index.to(self.device, non_blocking=True) if isinstance(index, torch.Tensor) else None,
+                          labels=labels)
 
     def adopt_data_manager(self, dm) -> None:
         """Take the loaders of a DataManager built with a custom wrapper (Dassl's attributes, as its own method)."""
@@ -180,9 +192,9 @@ class PromptDistillTrainer(TrainerX):
             dataset.epoch = self.epoch
 
     def forward_backward(self, batch: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        images = self.parse_batch_train(batch)
+        parsed = self.parse_batch_train(batch)
         with autocast(self.device, self.precision):
-            loss, terms = self.compute_loss(images)
+            loss, terms = self.compute_loss(parsed)
         if self.scaler is None:
             self.model_zero_grad()
             loss.backward()
@@ -256,13 +268,18 @@ class PromptDistillTrainer(TrainerX):
         print(f"Evaluate on the *{split}* set")
         for batch in tqdm(loader):
             images, labels = self.parse_batch_test(batch)
-            self.evaluator.process(self.model_inference(images), labels)
+            logits = self.model_inference(images)
+            self.evaluator.process(logits, labels)
+            self.after_test_batch(batch, logits, labels)
         results = self.evaluator.evaluate()  # prints the "* accuracy: ..." lines that result parsers read
         for name, value in results.items():
             self.write_scalar(f"{split}/{name}", value, self.epoch)
         if split == "test":
             self.write_results({k: float(v) for k, v in results.items()})
         return list(results.values())[0]
+
+    def after_test_batch(self, batch: Dict[str, Any], logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Extra per-batch metrics (e.g. per-domain accuracy) from the batch itself; nothing by default."""
 
     def write_results(self, metrics: Dict[str, float]) -> str:
         """Full-precision metrics and the run's facts in ``<output>/results.json`` (result parsers read it first)."""
@@ -308,9 +325,12 @@ class PromptDistillTrainer(TrainerX):
                 "teacher": "", "student": self.cfg.MODEL.BACKBONE.NAME}
 
     def after_epoch(self) -> None:
-        """Dassl's (best-val selection; saves at TRAIN.CHECKPOINT_FREQ multiples and the last epoch) plus a save every
-        epoch when CHECKPOINT_FREQ is Dassl's 0 (see :meth:`save_model`)."""
+        """The :attr:`epoch_parts` (before anything is saved), then Dassl's (best-val selection; saves at
+        TRAIN.CHECKPOINT_FREQ multiples and the last epoch), plus a save every epoch when CHECKPOINT_FREQ is Dassl's 0
+        (see :meth:`save_model`)."""
         self._trained = True
+        for part in self.epoch_parts.values():
+            part.end_epoch(self.learnable(), self.epoch, self.max_epoch)
         super().after_epoch()
         if int(self.cfg.TRAIN.CHECKPOINT_FREQ) == 0 and self.epoch + 1 < self.max_epoch:
             self.save_model(self.epoch, self.output_dir)
@@ -370,13 +390,15 @@ class PromptDistillTrainer(TrainerX):
                 print(f'Best checkpoint saved to "{best}"')
 
     def resume_state(self) -> Dict[str, Any]:
-        """What an exact resume needs besides tensors, optimizer and scheduler (subclasses add theirs, e.g. GPA's
-        running sum): random states, the timings so far, the GradScaler and the best validation result."""
+        """What an exact resume needs besides tensors, optimizer and scheduler: random states, the timings so far,
+        the GradScaler, the best validation result and the state of each of :attr:`epoch_parts` (under its name)."""
         scaler = getattr(self, "scaler", None)
-        return {"rng": capture_rng_state(cuda=self.device.type == "cuda"), "timings": self.run_timings(),
-                "train_processes": self.train_processes,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "best_result": float(self.best_result)}
+        state = {"rng": capture_rng_state(cuda=self.device.type == "cuda"), "timings": self.run_timings(),
+                 "train_processes": self.train_processes,
+                 "scaler": scaler.state_dict() if scaler is not None else None,
+                 "best_result": float(self.best_result)}
+        state.update({name: part.state_dict() for name, part in self.epoch_parts.items()})
+        return state
 
     def restore_resume_state(self, state: Dict[str, Any]) -> None:
         """Take back :meth:`resume_state` (random states are set when the next epoch starts: :meth:`before_epoch`)."""
@@ -388,6 +410,8 @@ class PromptDistillTrainer(TrainerX):
             scaler.load_state_dict(state["scaler"])
         if state.get("best_result") is not None:
             self.best_result = float(state["best_result"])
+        for name, part in self.epoch_parts.items():
+            part.load_state_dict(state.get(name), self.device)
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Dassl's resume, crash-safe and exact: the newest ``model.pth.tar-N`` that loads for every model (a truncated

@@ -29,7 +29,7 @@ from dassl.data.datasets import Datum
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptDistillTrainer
+from .base import PromptDistillTrainer, TrainBatch
 from .config import add_keys, cfg_node, config_keys
 from .core.clip_models import LoadedClip
 from .core.diversify import PromptEncoder
@@ -215,7 +215,7 @@ class DFKDTrainer(PromptDistillTrainer):
         for batch in loader:
             out[batch["index"]] = self.teacher.logits(batch["img"].to(self.device), self.dfkd.TEACHER_SCALE).cpu()
         print(f"Cached teacher logits of {len(out)} images (approximate: un-augmented views)")
-        return out
+        return out.to(self.device)
 
     # -------------------------------------------------------------------------------------------- models
     def build_student(self) -> StudentNet:
@@ -252,18 +252,17 @@ class DFKDTrainer(PromptDistillTrainer):
         return teacher
 
     # ---------------------------------------------------------------------------------------------- loss
-    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
-        self._batch_labels = batch["label"].to(self.device)
-        self._batch_index = batch["index"]
-        return batch["img"].to(self.device, non_blocking=True)
+    def reads_labels(self) -> bool:
+        """The synthetic images' labels are the classes whose prompts drove them (CE term; few-shot real labels)."""
+        return True
 
-    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, batch: TrainBatch) -> torch.Tensor:
         with self.teacher_timer:
             if self._cached_logits is not None:
-                return self._cached_logits[self._batch_index].to(self.device, non_blocking=True)
-            return self.teacher.logits(images, self.dfkd.TEACHER_SCALE)
+                return self._cached_logits[batch.index]
+            return self.teacher.logits(batch.images, self.dfkd.TEACHER_SCALE)
 
-    def loss_weights(self) -> Tuple[float, Optional[torch.Tensor]]:
+    def loss_weights(self, index: torch.Tensor) -> Tuple[float, Optional[torch.Tensor]]:
         """(KD weight, per-sample CE weights or None): synthetic images use KD_CE_WEIGHT, real few-shot ones
         FEWSHOT_CE_WEIGHT; a fine-tuning run (no synthetic images) weights KD by FEWSHOT_KD_WEIGHT."""
         node = self.dfkd
@@ -272,14 +271,14 @@ class DFKDTrainer(PromptDistillTrainer):
         kd = float(node.FEWSHOT_KD_WEIGHT) if self.n_synthetic == 0 else 1.0
         if syn_ce == 0.0 and real_ce == 0.0:
             return kd, None
-        real = (self._batch_index >= self.n_synthetic).to(self.device, non_blocking=True)
+        real = index >= self.n_synthetic
         return kd, torch.where(real, real_ce, syn_ce)
 
-    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        teacher = self.teacher_logits(images)
-        student = self.model(images)
-        kd_weight, ce_weights = self.loss_weights()
-        return distillation_loss(teacher, student, self._batch_labels, float(self.dfkd.KD_T), kd_weight, ce_weights)
+    def compute_loss(self, batch: TrainBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        teacher = self.teacher_logits(batch)
+        student = self.model(batch.images)
+        kd_weight, ce_weights = self.loss_weights(batch.index)
+        return distillation_loss(teacher, student, batch.labels, float(self.dfkd.KD_T), kd_weight, ce_weights)
 
     # ------------------------------------------------------------------------------------------- testing
     @torch.no_grad()
@@ -289,19 +288,14 @@ class DFKDTrainer(PromptDistillTrainer):
         self.domain_meter = DomainAccuracy(list(self.cfg.DATASET.TARGET_DOMAINS))
         return super().test(split)
 
-    def parse_batch_test(self, batch: Dict[str, Any]):
-        images, labels = super().parse_batch_test(batch)
-        self._test_batch = (labels, batch["domain"])
-        return images, labels
-
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
         if self.dfkd.EVAL_WHO == "teacher":
-            logits = self.teacher.logits(images, self.dfkd.TEACHER_SCALE)
-        else:
-            with autocast(self.device, self.precision):
-                logits = self.model(images).float()
-        self.domain_meter.update(logits, *self._test_batch)
-        return logits
+            return self.teacher.logits(images, self.dfkd.TEACHER_SCALE)
+        with autocast(self.device, self.precision):
+            return self.model(images).float()
+
+    def after_test_batch(self, batch: Dict[str, Any], logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self.domain_meter.update(logits, labels, batch["domain"])
 
     def extra_results(self) -> Dict[str, Any]:
         meter = getattr(self, "domain_meter", None)

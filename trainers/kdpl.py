@@ -7,6 +7,7 @@ dictionary and keeps, per batch, the K_MAX names the teacher finds most probable
 from __future__ import annotations
 
 import hashlib
+from functools import cached_property
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -14,8 +15,7 @@ import torch
 from dassl.data import DataManager
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptDistillTrainer, load_student_clip
-from .cache_mixin import OfflineTeacherCacheMixin
+from .base import PromptDistillTrainer, TrainBatch, load_student_clip
 from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.class_dictionary import load_class_dictionary
 from .core.clip_models import load_clip
@@ -26,7 +26,8 @@ from .core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, MaPLe
 from .core.selection import select_top_classes
 from .core.teacher import FrozenTeacher
 from .core.templates import DEFAULT_TEMPLATE, template_for
-from .promptsrc import PromptSRCMixin, add_promptsrc_config
+from .offline_cache import OfflineTeacherCache
+from .promptsrc import GaussianPromptAggregation, SelfConsistency, add_promptsrc_config, build_ivlp_learner
 
 
 @config_keys
@@ -55,10 +56,15 @@ def add_kdpl_config(cfg) -> None:
     add_promptsrc_config(cfg)
 
 
-class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
-    """Which student: :meth:`build_learner`. Which teacher: a frozen CLIP by config. Which loss: symmetric KL."""
+class KDPLTrainer(PromptDistillTrainer):
+    """Which student: :meth:`build_learner`. Which teacher: a frozen CLIP by config, or its outputs from an offline
+    cache (``self.cache``). Which loss: symmetric KL."""
 
     cache_node = "KDPL"
+
+    @cached_property
+    def cache(self) -> OfflineTeacherCache:
+        return OfflineTeacherCache(self.cfg, self.cache_node, self.device)
 
     def build_learner(self, clip_model, tokenize) -> PromptLearner:
         raise NotImplementedError
@@ -113,7 +119,7 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
 
     # ------------------------------------------------------------------------------------- teacher cache
     def build_data_loader(self) -> None:
-        wrapper = self.train_dataset_wrapper()
+        wrapper = self.cache.dataset_wrapper()
         if wrapper is None:
             return super().build_data_loader()
         self.adopt_data_manager(DataManager(self.cfg, dataset_wrapper=wrapper))
@@ -123,7 +129,7 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
         KDPL_<Base> trainer reads one cache (the student's logit scale is applied at read time)."""
         k = self.kdpl
         names = self.training_classnames()
-        return {**self.view_meta(), "kind": "logits", "width": len(names), "num_classes": len(names),
+        return {**self.cache.view_meta(self.train_loader_x.dataset.data_source), "kind": "logits", "width": len(names), "num_classes": len(names),
                 "teacher": k.TEACHER, "teacher_pretrained": k.TEACHER_PRETRAINED, "teacher_backend": k.TEACHER_BACKEND,
                 "teacher_prec": k.TEACHER_PREC, "template": self.teacher_template,
                 "classes_sha256": hashlib.sha256("\n".join(names).encode()).hexdigest()}
@@ -159,8 +165,13 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
                              "K_MAX most probable classes per batch, a ranking a top-k cache does not keep beyond k. "
                              "Set CACHE_TOPK >= K_MAX (or 0 for whole rows).")
 
+    def write_cache_files(self, cache_dir: str, teacher: FrozenTeacher) -> None:
+        """A KDPL cache is its rows: nothing else to write."""
+
     def build_teacher(self) -> Optional[FrozenTeacher]:
-        return None if self.open_teacher_cache() is not None else self.build_online_teacher()
+        cache = self.cache.open(self.cache_meta(), self.max_epoch, scale=self.cache_row_scale(),
+                                student_meta=self.student_cache_meta(), check_topk=self.check_cache_topk)
+        return None if cache is not None else self.build_online_teacher()
 
     def build_online_teacher(self) -> FrozenTeacher:
         k = self.kdpl
@@ -177,21 +188,22 @@ class KDPLTrainer(OfflineTeacherCacheMixin, PromptDistillTrainer):
         return teacher
 
     # -------------------------------------------------------------------------------------------------- loss
-    def teacher_targets(self, images: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def teacher_targets(self, batch: TrainBatch) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Teacher logits (scaled by the student's logit scale) and, in CA mode, the selected class indices."""
         with self.teacher_timer:
-            if self.teacher_cache is not None:
-                teacher_logits = self.cached_rows()
+            if self.cache.teacher is not None:
+                teacher_logits = self.cache.rows(self.epoch, batch.index)
             else:
-                teacher_logits = self.teacher.logits(images, self.model.logit_scale)
+                teacher_logits = self.teacher.logits(batch.images, self.model.logit_scale)
         if not self.kdpl.CLASS_AGNOSTIC:
             return teacher_logits, None
         idx = select_top_classes(teacher_logits, self.k_max)
         return teacher_logits[:, idx], idx
 
-    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        teacher_logits, idx = self.teacher_targets(images)
-        student_logits = self.model(images, key="train", idx=idx, image_features=self.cached_student_features())
+    def compute_loss(self, batch: TrainBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        teacher_logits, idx = self.teacher_targets(batch)
+        student_logits = self.model(batch.images, key="train", idx=idx,
+                                    image_features=self.cache.student_features(self.epoch, batch.index))
         return self.kdpl_loss(teacher_logits, student_logits)
 
     def kdpl_loss(self, teacher_logits: torch.Tensor, student_logits: torch.Tensor
@@ -267,14 +279,24 @@ class KDPL_MaPLe(KDPLTrainer):
 
 
 @TRAINER_REGISTRY.register()
-class KDPL_PromptSRC(PromptSRCMixin, KDPLTrainer):
+class KDPL_PromptSRC(KDPLTrainer):
     """PromptSRC's self-regulating terms and Gaussian prompt aggregation are kept; only its CE is replaced."""
 
     model_name = "VLPromptLearner"
     precision_node = "PROMPTSRC"
 
-    def compute_loss(self, images):
-        teacher_logits, idx = self.teacher_targets(images)
-        student_logits, scl, scl_terms = self.self_consistency_loss(images, "train", self.training_classnames(), idx)
+    def build_learner(self, clip_model, tokenize):
+        return build_ivlp_learner(self.cfg, clip_model, tokenize)
+
+    def build_epoch_parts(self):
+        return {"gpa_sum": GaussianPromptAggregation(self.cfg)}
+
+    @cached_property
+    def scl(self) -> SelfConsistency:
+        return SelfConsistency(self.cfg, self.model)
+
+    def compute_loss(self, batch: TrainBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        teacher_logits, idx = self.teacher_targets(batch)
+        student_logits, scl, scl_terms = self.scl(batch.images, "train", self.training_classnames(), idx)
         loss, terms = self.kdpl_loss(teacher_logits, student_logits)
         return loss + scl, {**terms, **scl_terms}

@@ -21,6 +21,7 @@ import math
 import os.path as osp
 import random
 import time
+from functools import cached_property
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,8 +31,7 @@ from dassl.data.data_manager import build_data_loader
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptDistillTrainer, load_checkpoint_file, load_student_clip
-from .cache_mixin import OfflineTeacherCacheMixin
+from .base import PromptDistillTrainer, TrainBatch, load_checkpoint_file, load_student_clip
 from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.class_dictionary import sha256_of
 from .core.clip_models import load_clip
@@ -40,6 +40,7 @@ from .core.precision import full_precision, resolve_precision
 from .core.projector import PromptKDStudent, StudentLearner, known_embed_dim
 from .core.prompted_teacher import (CLASS_VECTORS_FILE, PromptedTeacher, build_prompted_teacher, check_classnames,
                                     load_class_vectors, resolve_teacher_checkpoint, save_class_vectors)
+from .offline_cache import OfflineTeacherCache
 from .promptkd_parts import DEFAULT_TEACHER, all_class_dataset, eval_rows, kd_weight_for, teacher_backbone
 
 MODALS = ("base2novel", "cross", "dg")
@@ -72,7 +73,7 @@ def add_promptkd_config(cfg) -> None:
 
 # ------------------------------------------------------------------------------------------------------ stage 2
 @TRAINER_REGISTRY.register()
-class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
+class PromptKD(PromptDistillTrainer):
     """Student = prompted ViT-B/16 image tower + projector; teacher = frozen prompted ViT-L/14; loss = scaled KL.
 
     With ``TRAINER.PROMPTKD.TEACHER_CACHE`` the teacher's image features of every view come from an offline cache
@@ -81,6 +82,10 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
     model_name = "VLPromptLearner"  # the reference's checkpoint sub-folder
     precision_node = "PROMPTKD"
     cache_node = "PROMPTKD"
+
+    @cached_property
+    def cache(self) -> OfflineTeacherCache:
+        return OfflineTeacherCache(self.cfg, self.cache_node, self.device)
 
     @property
     def kd(self):
@@ -143,7 +148,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         cfg = self.cfg
         node = cfg.DATALOADER.TRAIN_X if is_train else cfg.DATALOADER.TEST
         extra = {"n_domain": node.N_DOMAIN, "n_ins": node.N_INS} if is_train else {}
-        wrapper = self.train_dataset_wrapper() if is_train else None
+        wrapper = self.cache.dataset_wrapper() if is_train else None
         if wrapper is not None:  # keyed views for the teacher cache
             extra["dataset_wrapper"] = wrapper
         return build_data_loader(cfg, sampler_type=node.SAMPLER, data_source=list(items), batch_size=node.BATCH_SIZE,
@@ -251,11 +256,12 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
     def build_teacher(self) -> Optional[PromptedTeacher]:
         """Training only: the teacher and W, or with a teacher cache no teacher at all (W and the teacher's logit
         scale then come from the cache folder)."""
-        if self.open_teacher_cache() is None:
+        cache = self.cache.open(self.cache_meta(), self.max_epoch)
+        if cache is None:
             return self.build_online_teacher()
         folder = self.kd.TEACHER_CACHE
         # the cache's teacher hash (already checked against TEACHER_CKPT when one is configured) must be W's too
-        record = load_class_vectors(folder, self.all_classnames, self.teacher_cache.meta.get("teacher_sha256", ""))
+        record = load_class_vectors(folder, self.all_classnames, cache.meta.get("teacher_sha256", ""))
         self.model.set_class_vectors(record["class_vectors"])
         self.teacher_scale = torch.tensor(float(record["logit_scale"]), device=self.device)
         self.teacher_info = {"checkpoint": record.get("checkpoint", ""), "sha256": record.get("checkpoint_sha256", ""),
@@ -297,7 +303,7 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
     def cache_meta(self) -> Dict[str, Any]:
         """A row = the teacher's L2-normalised image feature of a view; W and the scale live in the cache folder."""
         k = self.kd
-        meta = {**self.view_meta(), "kind": "teacher_features", "width": int(self.teacher_dim),
+        meta = {**self.cache.view_meta(self.train_loader_x.dataset.data_source), "kind": "teacher_features", "width": int(self.teacher_dim),
                 "teacher_backbone": teacher_backbone(k),
                 "teacher_prec": resolve_precision(k.PREC, self.device, "teacher")}
         if k.TEACHER_CKPT:  # a cached run may omit it: the cache's class_vectors.pt then names the teacher
@@ -307,17 +313,30 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
     def cache_rows(self, teacher: PromptedTeacher, images: torch.Tensor) -> torch.Tensor:
         return teacher.encode_image(images)
 
+    def cache_row_scale(self) -> float:
+        """Rows are features; the reader scales the logits (teacher scale * u @ W.T)."""
+        return 1.0
+
+    def cache_topk(self) -> int:
+        """Whole feature rows (a top-k of a feature vector means nothing)."""
+        return 0
+
+    def student_cache_meta(self) -> None:
+        """The student's image tower trains (deep visual prompts): nothing of it can be cached."""
+        return None
+
     def write_cache_files(self, cache_dir: str, teacher: PromptedTeacher) -> None:
         self.store_class_vectors(teacher.class_features, teacher.prompt_template, folder=cache_dir,
                                  logit_scale=float(teacher.logit_scale))
 
-    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, batch: TrainBatch) -> torch.Tensor:
         """The teacher's logits over all N classes for these views: online, or from cached image features."""
         with self.teacher_timer:
-            if self.teacher_cache is not None:  # fp32, as the online teacher's logits, inside the student's autocast
+            if self.cache.teacher is not None:  # fp32, as the online teacher's logits, inside the student's autocast
                 with full_precision(self.device):
-                    return self.teacher_scale * self.cached_rows() @ self.model.class_vectors.t()
-            return self.teacher.logits(images, self.teacher.logit_scale)
+                    rows = self.cache.rows(self.epoch, batch.index)
+                    return self.teacher_scale * rows @ self.model.class_vectors.t()
+            return self.teacher.logits(batch.images, self.teacher.logit_scale)
 
     def ensure_class_vectors(self) -> None:
         """W for a run without a teacher (--eval-only): the trained run's class_vectors.pt, else CLASS_VECTORS, else
@@ -342,19 +361,18 @@ class PromptKD(OfflineTeacherCacheMixin, PromptDistillTrainer):
         del teacher
 
     # --------------------------------------------------------------------------------------------------- training
-    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
-        if self.kd.CE_WEIGHT > 0:  # optional, off by default: PromptKD is label-free
-            self.batch_labels = batch["label"].to(self.device, non_blocking=True)
-        return super().parse_batch_train(batch)
+    def reads_labels(self) -> bool:
+        """Only with CE_WEIGHT > 0 (optional, off by default: PromptKD is label-free)."""
+        return self.kd.CE_WEIGHT > 0
 
-    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        teacher_logits = self.teacher_logits(images)
-        student_logits = self.model(images, key="train")
+    def compute_loss(self, batch: TrainBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        teacher_logits = self.teacher_logits(batch)
+        student_logits = self.model(batch.images, key="train")
         kd = promptkd_loss(teacher_logits, student_logits, float(self.kd.TEMPERATURE), self.kd_weight)
         terms = {"loss KD": kd}
         loss = kd
         if self.kd.CE_WEIGHT > 0:
-            terms["loss CE"] = F.cross_entropy(student_logits, self.batch_labels)
+            terms["loss CE"] = F.cross_entropy(student_logits, batch.labels)
             loss = loss + self.kd.CE_WEIGHT * terms["loss CE"]
         return loss, {"loss": loss, **terms}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os.path as osp
+from functools import cached_property
 from typing import Any, Dict, Tuple
 
 import torch
@@ -16,20 +17,22 @@ from torch.nn import functional as F
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptDistillTrainer, load_student_clip
+from .base import PromptDistillTrainer, TrainBatch, load_student_clip
 from .config import cfg_value, config_keys
 from .core.class_dictionary import sha256_of
 from .core.prompt_learners import PromptedCLIP
 from .core.prompted_teacher import CLASS_VECTORS_FILE, encode_class_set, save_class_vectors
 from .promptkd_parts import all_class_dataset
-from .promptsrc import PromptSRCMixin, add_promptsrc_config
+from .promptsrc import (GaussianPromptAggregation, SelfConsistency, add_promptsrc_config,
+                        build_ivlp_learner)
 
 config_keys(add_promptsrc_config)  # the teacher is configured by TRAINER.PROMPTSRC (declared in trainers.promptsrc)
 
 
 @TRAINER_REGISTRY.register()
-class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
-    """PromptSRC with labels on a large CLIP; writes the class vectors of all classes for stage 2."""
+class PromptKD_Teacher(PromptDistillTrainer):
+    """PromptSRC with labels on a large CLIP (its self-regulating terms: ``self.scl``; GPA: an epoch part); writes
+    the class vectors of all classes for stage 2."""
 
     model_name = "VLPromptLearner"
     precision_node = "PROMPTSRC"
@@ -39,21 +42,27 @@ class PromptKD_Teacher(PromptSRCMixin, PromptDistillTrainer):
         if self.cfg.INPUT.SIZE[0] != loaded.preprocess.size:
             raise ValueError(f"INPUT.SIZE {self.cfg.INPUT.SIZE[0]} does not match {self.cfg.MODEL.BACKBONE.NAME}'s "
                              f"input resolution {loaded.preprocess.size}.")
-        model = PromptedCLIP(loaded, self.build_learner(loaded.model, loaded.tokenize),
+        model = PromptedCLIP(loaded, build_ivlp_learner(self.cfg, loaded.model, loaded.tokenize),
                              truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
         model.register_class_set("eval", self.dm.dataset.classnames)
         return model
 
-    def parse_batch_train(self, batch: Dict[str, Any]) -> torch.Tensor:
-        """The teacher is trained WITH labels (cross-entropy); they are kept for :meth:`compute_loss`."""
-        self.batch_labels = batch["label"].to(self.device, non_blocking=True)
-        return super().parse_batch_train(batch)
+    def build_epoch_parts(self):
+        return {"gpa_sum": GaussianPromptAggregation(self.cfg)}
 
-    def compute_loss(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        logits, scl, terms = self.self_consistency_loss(images, "eval", list(self.dm.dataset.classnames))
-        ce = F.cross_entropy(logits, self.batch_labels)
+    @cached_property
+    def scl(self) -> SelfConsistency:
+        return SelfConsistency(self.cfg, self.model)
+
+    def reads_labels(self) -> bool:
+        """The teacher is trained WITH labels (cross-entropy)."""
+        return True
+
+    def compute_loss(self, batch: TrainBatch) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        logits, scl, terms = self.scl(batch.images, "eval", list(self.dm.dataset.classnames))
+        ce = F.cross_entropy(logits, batch.labels)
         loss = ce + scl
-        acc = (logits.argmax(-1) == self.batch_labels).float().mean() * 100
+        acc = (logits.argmax(-1) == batch.labels).float().mean() * 100
         return loss, {"loss": loss, "loss CE": ce, **terms, "acc": acc}
 
     def information_regime(self) -> Dict[str, str]:

@@ -1,4 +1,5 @@
-"""PromptSRC's self-regulating terms and Gaussian prompt aggregation (Khattak et al., ICCV 2023), written once.
+"""PromptSRC's self-regulating terms and Gaussian prompt aggregation (Khattak et al., ICCV 2023), written once, as
+components a trainer holds (:class:`SelfConsistency`, :class:`GaussianPromptAggregation`).
 
 Used by ``KDPL_PromptSRC`` (which replaces PromptSRC's cross-entropy by KDPL's loss) and by ``PromptKD_Teacher``
 (PromptSRC with its cross-entropy, on a large CLIP).
@@ -6,9 +7,10 @@ Used by ``KDPL_PromptSRC`` (which replaces PromptSRC's cross-entropy by KDPL's l
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from .config import add_keys, cfg_node, cfg_value
@@ -69,76 +71,82 @@ def self_consistency_terms(img: torch.Tensor, txt: torch.Tensor, zs_img: torch.T
     return total, {"loss SCL text": text_l1, "loss SCL image": image_l1, "loss SCL KL": kl}
 
 
-class PromptSRCMixin:
-    """Mixin for a :class:`~trainers.base.PromptDistillTrainer` whose student uses IVLP prompts."""
+def build_ivlp_learner(cfg, clip_model, tokenize) -> IVLPPromptLearner:
+    """PromptSRC's student prompts (IVLP: deep text and vision prompts), configured by ``TRAINER.PROMPTSRC``."""
+    c = cfg_node(cfg, "TRAINER.PROMPTSRC")
+    return IVLPPromptLearner(clip_model, tokenize, c.N_CTX_TEXT, c.N_CTX_VISION, c.CTX_INIT,
+                             c.PROMPT_DEPTH_TEXT, c.PROMPT_DEPTH_VISION)
 
-    precision_node = "PROMPTSRC"
 
-    def build_learner(self, clip_model, tokenize) -> IVLPPromptLearner:
-        c = cfg_node(self.cfg, "TRAINER.PROMPTSRC")
-        return IVLPPromptLearner(clip_model, tokenize, c.N_CTX_TEXT, c.N_CTX_VISION, c.CTX_INIT,
-                                 c.PROMPT_DEPTH_TEXT, c.PROMPT_DEPTH_VISION)
+class SelfConsistency:
+    """PromptSRC's self-regulating constraints for a prompted student (held by the trainer as ``self.scl``): the
+    student's logits and L_SCL against its own frozen, template-averaged zero-shot features (computed once per
+    class set)."""
+
+    def __init__(self, cfg, model):
+        node = cfg_node(cfg, "TRAINER.PROMPTSRC")
+        self.model = model
+        self.text_weight, self.image_weight = float(node.TEXT_LOSS_WEIGHT), float(node.IMAGE_LOSS_WEIGHT)
+        self.templates = read_templates(cfg_value(cfg, "TRAINER.SCL.TEMPLATES_FILE"))
+        self._zero_shot_text: Dict[str, torch.Tensor] = {}
 
     def zero_shot_text(self, key: str, classnames: List[str]) -> torch.Tensor:
         """Template-mean frozen text features of a class set, computed once."""
-        cache = self.__dict__.setdefault("_zs_text", {})
-        if key not in cache:
-            templates = read_templates(cfg_value(self.cfg, "TRAINER.SCL.TEMPLATES_FILE"))
-            clip = self.model.clip
+        if key not in self._zero_shot_text:
+            model = self.model
             feats = torch.stack([
-                encode_texts(clip, self.model.tokenize, [t.format(c.replace("_", " ")) for c in classnames],
-                             truncate=self.model.truncate_text)
-                for t in templates
+                encode_texts(model.clip, model.tokenize, [t.format(c.replace("_", " ")) for c in classnames],
+                             truncate=model.truncate_text)
+                for t in self.templates
             ]).mean(dim=0)
-            cache[key] = F.normalize(feats, dim=-1)
-        return cache[key]
+            self._zero_shot_text[key] = F.normalize(feats, dim=-1)
+        return self._zero_shot_text[key]
 
-    def self_consistency_loss(self, images: torch.Tensor, key: str, classnames: List[str],
-                              idx: Optional[torch.Tensor] = None
-                              ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+    def __call__(self, images: torch.Tensor, key: str, classnames: List[str], idx: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         """Student logits over the selected classes, L_SCL, and its logged terms."""
-        c = cfg_node(self.cfg, "TRAINER.PROMPTSRC")
-        img = self.model.encode_image(images)
-        txt = self.model.encode_text(key, idx)
+        model = self.model
+        img = model.encode_image(images)
+        txt = model.encode_text(key, idx)
         with torch.no_grad():
-            zs_img = F.normalize(self.model.image_encoder(images).float(), dim=-1)
+            zs_img = F.normalize(model.image_encoder(images).float(), dim=-1)
         zs_txt = self.zero_shot_text(key, classnames)
         if idx is not None:
             zs_txt = zs_txt[idx]
-        scale = self.model.logit_scale
-        loss, terms = self_consistency_terms(img, txt, zs_img, zs_txt, scale, c.TEXT_LOSS_WEIGHT, c.IMAGE_LOSS_WEIGHT)
+        scale = model.logit_scale
+        loss, terms = self_consistency_terms(img, txt, zs_img, zs_txt, scale, self.text_weight, self.image_weight)
         return scale * img @ txt.t(), loss, terms
 
-    # ------------------------------------------------------------------------------------------------------- GPA
-    _gpa_sum: Optional[Dict[str, torch.Tensor]] = None
-    _gpa_partial = False
 
-    def after_epoch(self) -> None:
-        """Gaussian prompt aggregation over the learnable tensors only, in fp32, before Dassl saves (the running sum
-        is part of every checkpoint, so a resumed run aggregates every epoch, as an uninterrupted one)."""
-        c = cfg_node(self.cfg, "TRAINER.PROMPTSRC")
-        weights = gaussian_weights(self.max_epoch, c.GPA_MEAN, c.GPA_STD)
-        learner = self.learnable()
-        w = weights[self.epoch]
-        if self.epoch == 0 or self._gpa_sum is None:
-            self._gpa_partial = self.epoch > 0
-            self._gpa_sum = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in learner.state_dict().items()}
-        for k, v in learner.state_dict().items():
-            self._gpa_sum[k] += w * v.float()
-        if self.epoch + 1 == self.max_epoch:
-            if self._gpa_partial:
+class GaussianPromptAggregation:
+    """PromptSRC's GPA as an end-of-epoch part (:class:`~trainers.core.trainer_parts.EpochPart`): a Gaussian-weighted
+    sum of the learnable tensors over epochs, in fp32, loaded into the learner after the last epoch (before it is
+    saved). The running sum is part of every checkpoint, so a resumed run aggregates every epoch, as an uninterrupted
+    one."""
+
+    def __init__(self, cfg):
+        c = cfg_node(cfg, "TRAINER.PROMPTSRC")
+        self.mean, self.std = float(c.GPA_MEAN), float(c.GPA_STD)
+        self.running: Optional[Dict[str, torch.Tensor]] = None
+        self.partial = False  # the sum misses epochs (resumed from a checkpoint without one)
+
+    def end_epoch(self, learnable: nn.Module, epoch: int, max_epoch: int) -> None:
+        w = gaussian_weights(max_epoch, self.mean, self.std)[epoch]
+        state = learnable.state_dict()
+        if epoch == 0 or self.running is None:
+            self.partial = epoch > 0
+            self.running = {k: torch.zeros_like(v, dtype=torch.float32) for k, v in state.items()}
+        for k, v in state.items():
+            self.running[k] += w * v.float()
+        if epoch + 1 == max_epoch:
+            if self.partial:
                 print("Warning: the checkpoint training resumed from holds no GPA sum (saved by an older version); "
                       "Gaussian prompt aggregation only covers the epochs run in this process")
-            learner.load_state_dict({k: v.to(learner.state_dict()[k].dtype) for k, v in self._gpa_sum.items()})
+            learnable.load_state_dict({k: v.to(state[k].dtype) for k, v in self.running.items()})
             print("Loaded the Gaussian-aggregated prompts (GPA)")
-        super().after_epoch()
 
-    def resume_state(self) -> Dict[str, Any]:
-        state = super().resume_state()
-        state["gpa_sum"] = self._gpa_sum
-        return state
+    def state_dict(self) -> Optional[Dict[str, torch.Tensor]]:
+        return self.running
 
-    def restore_resume_state(self, state: Dict[str, Any]) -> None:
-        super().restore_resume_state(state)
-        gpa = state.get("gpa_sum")
-        self._gpa_sum = {k: v.to(self.device, torch.float32) for k, v in gpa.items()} if gpa is not None else None
+    def load_state_dict(self, state: Optional[Dict[str, torch.Tensor]], device: torch.device) -> None:
+        self.running = {k: v.to(device, torch.float32) for k, v in state.items()} if state is not None else None

@@ -5,7 +5,7 @@ adapts the student's input tensor to what its own weights expect (size, resize m
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
