@@ -74,6 +74,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from trainers.core.clip_models import LoadedClip, freeze, load_clip
 from trainers.core.losses import promptkd_loss, symmetric_kl
@@ -147,6 +148,52 @@ class PartTimer:
         yield
         self._sync()
         self.step[name] = self.step.get(name, 0.0) + time.perf_counter() - start
+
+
+class FlopCounter(PartTimer):
+    """Floating-point operations per part of one step instead of seconds (``torch.utils.flop_counter``: matrix
+    products and convolutions, forward and backward). A ratio of FLOPs is the speed-up an implementation doing the
+    same arithmetic at the same efficiency would get: what a time ratio can reach without skipping work."""
+
+    def __init__(self, device: torch.device):
+        super().__init__(device, sync=False)
+
+    @contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        if name not in PARTS:
+            raise KeyError(f"Unknown part {name!r}; parts are {PARTS}.")
+        with FlopCounterMode(display=False) as counter:
+            yield
+        self.step[name] = self.step.get(name, 0.0) + counter.get_total_flops()
+
+
+def counted_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    """``F.scaled_dot_product_attention`` as its matrix products (the flop counter does not see the fused CPU
+    kernel); the same arithmetic: softmax(Q K^T / sqrt(d) + M) V."""
+    scores = query @ key.transpose(-2, -1) * (scale if scale is not None else query.shape[-1] ** -0.5)
+    if is_causal:
+        length, keys = scores.shape[-2:]
+        attn_mask = torch.ones(length, keys, dtype=torch.bool, device=scores.device).tril()
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool \
+            else scores + attn_mask
+    return F.dropout(scores.softmax(-1), dropout_p) @ value
+
+
+def count_flops(variants: Sequence[Variant], device: torch.device) -> Dict[str, Dict[str, float]]:
+    """GFLOP per part (and ``total``) of one training step of each variant."""
+    original = F.scaled_dot_product_attention
+    F.scaled_dot_product_attention = counted_attention
+    try:
+        counts = {}
+        for variant in variants:
+            counter = FlopCounter(device)
+            variant.train_step(counter)
+            row = {p: counter.step.get(p, 0.0) / 1e9 for p in PARTS}
+            counts[variant.name] = {**row, "total": sum(row.values())}
+        return counts
+    finally:
+        F.scaled_dot_product_attention = original
 
 
 # ------------------------------------------------------------------------------------- the authors' computations
@@ -730,12 +777,18 @@ def measure(variants: Sequence[Variant], args, device: torch.device) -> Dict[str
 
 
 def run_variants(args, device: torch.device, names: Sequence[str] = VARIANTS) -> Dict[str, Dict[str, float]]:
-    return measure(build_variants(args, device, names), args, device)
+    """The measured rows, each with its step's ``GFLOP`` (counted in one extra step after the timed ones)."""
+    variants = build_variants(args, device, names)
+    rows = measure(variants, args, device)
+    for name, flops in count_flops(variants, device).items():
+        rows[name]["GFLOP"] = flops["total"]
+    return rows
 
 
 def report(args, device: torch.device, rows: Dict[str, Dict[str, float]]) -> Dict[str, float]:
     """Print the table, the ratios of the totals and one met / NOT met line per target; return the ratios."""
-    columns = [*PARTS, "total"] + (["test step"] if args.method == "promptkd" else []) + ["peak MiB"]
+    columns = [*PARTS, "total"] + (["test step"] if args.method == "promptkd" else []) + ["peak MiB"] + \
+        (["GFLOP"] if all("GFLOP" in row for row in rows.values()) else [])
     total_note = "the sum of the parts" if device.type != "cuda" else "the end-to-end step without part syncs"
     print(f"\n{args.method}: student {args.student}, teacher {args.teacher}, {args.classes} classes, batch "
           f"{args.batch}, median of {args.steps} steps on {device}, torch {torch.__version__}, "
@@ -750,6 +803,10 @@ def report(args, device: torch.device, rows: Dict[str, Dict[str, float]]) -> Dic
     print()
     for key, value in ratios.items():
         print(f"ratio {key} = {value:.3f}")
+    for a, b in RATIOS[args.method]:
+        if "GFLOP" in rows.get(a, {}) and "GFLOP" in rows.get(b, {}):
+            print(f"GFLOP ratio {a}/{b} = {rows[a]['GFLOP'] / rows[b]['GFLOP']:.3f} (the same arithmetic at the same "
+                  "efficiency)")
     for t in TARGETS[args.method]:
         key = f"{t.num}/{t.den}"
         if key not in ratios:

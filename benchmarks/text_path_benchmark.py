@@ -1,8 +1,10 @@
-"""Time the student's text path at full length vs truncated (and length-bucketed), and SDPA vs module attention.
+"""Time the student's text path at full length vs truncated (and length-bucketed, and with the shared prompt prefix),
+and SDPA vs module attention.
 
 Measures, on one device, with random weights of a real architecture (default ``random:ViT-B/32``):
   * CoOp text forward+backward over ``--classes`` class prompts (Caltech-101's names, cycled) at 77 tokens, cut after
-    the longest EOT (what ``MODEL.CLIP.TRUNCATE_TEXT True`` runs), and bucketed by EOT (each group at its own cut);
+    the longest EOT (what ``MODEL.CLIP.TRUNCATE_TEXT True`` runs), bucketed by EOT (each group at its own cut), and
+    cut with SOS + context run once for all classes (``MODEL.CLIP.SHARE_TEXT_PREFIX True``, SDPA only);
   * driven attention blocks through ``F.scaled_dot_product_attention`` vs ``nn.MultiheadAttention`` (text tower
     forward+backward at the cut, image tower forward in ``no_grad`` and forward+backward with VPT-style prompts), and
     the attention op alone at the text (causal) and image shapes (widths 512 / 768, 8 / 12 heads).
@@ -89,9 +91,10 @@ def attention_variants(heads: int, shape: tuple, causal: bool, grad: bool, devic
     return {"module": run(False), "sdpa": run(True)}
 
 
-def coop_text_step(student: PromptedCLIP, prompts: ClassPrompts, length: int, buckets: bool = False
-                   ) -> Callable[[], None]:
-    """One forward+backward of CoOp's text features at ``length`` tokens (or per EOT bucket, each at its cut)."""
+def coop_text_step(student: PromptedCLIP, prompts: ClassPrompts, length: int, buckets: bool = False,
+                   shared: bool = False) -> Callable[[], None]:
+    """One forward+backward of CoOp's text features at ``length`` tokens (or per EOT bucket, each at its cut; or with
+    the shared prefix run once)."""
     enc, learner = student.text_encoder, student.prompt_learner
     n = learner.n_ctx
     groups = [torch.arange(len(prompts))]
@@ -106,7 +109,7 @@ def coop_text_step(student: PromptedCLIP, prompts: ClassPrompts, length: int, bu
             cut = int(prompts.eot_index[rows].max()) + 1 if buckets else length
             embeds, eot = prompts.embed(student.clip.token_embedding, rows.to(prompts.tokens.device), cut)
             x = torch.cat([embeds[:, :1], learner.ctx.expand(len(rows), -1, -1), embeds[:, 1 + n:]], dim=1)
-            feats.append(enc(x, eot))
+            feats.append(enc(x, eot, shared_prefix=1 + n if shared else 0))
         F.normalize(torch.cat(feats).float(), dim=-1).sum().backward()
     return step
 
@@ -145,6 +148,8 @@ def main(argv: List[str] | None = None) -> None:
             f"text fwd+bwd EOT buckets [{tag}]": with_sdpa([enc], sdpa,
                                                            coop_text_step(student, prompts, cut, buckets=True)),
         })
+    shared_name = f"text fwd+bwd cut {cut} + shared prefix [sdpa]"
+    text_variants[shared_name] = with_sdpa([enc], True, coop_text_step(student, prompts, cut, shared=True))
     results = race(text_variants, device, args.warmup, args.repeats)
 
     depth = len(loaded.model.visual.transformer.resblocks)
@@ -190,6 +195,9 @@ def main(argv: List[str] | None = None) -> None:
                 for tag in ("module", "sdpa")}
     print("; ".join(f"[{tag}] text 77 -> cut {cut}: {a:.2f}x, EOT buckets vs cut: {b:.2f}x"
                     for tag, (a, b) in speedups.items()))
+    print(f"[sdpa] text cut {cut} -> cut + shared prefix: "
+          f"{results[f'text fwd+bwd cut {cut} [sdpa]'] / results[shared_name]:.2f}x; 77 tokens [module] -> cut + "
+          f"shared prefix [sdpa]: {results['text fwd+bwd 77 tokens [module]'] / results[shared_name]:.2f}x")
 
 
 if __name__ == "__main__":

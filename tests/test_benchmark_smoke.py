@@ -120,15 +120,17 @@ def test_kdpl_reference_does_the_kdpl_code_work_and_ours_does_not(single_thread,
     host = {name: {k: c[k] for k in ("item", "cpu", "isfinite", "argpartition")} for name, c in runs.items()}
     tok = {name: c["tokens"] for name, c in runs.items()}
     cut = longest_prompt_tokens(ours)
-    # ours: the teacher image tower once, no teacher text, the student's prompts cut after their EOT, no host read
+    prefix = 1 + ours.student.prompt_learner.n_ctx  # SOS + context: run once, then every class's own tokens
+    # ours: the teacher image tower once, no teacher text, the student's prompts cut after their EOT and their shared
+    # prefix run once, no host read
     assert host["ours"] == {"item": 0, "cpu": 0, "isfinite": 0, "argpartition": 0}
     assert len(tok["ours"]["ours teacher image"]) == 1 and tok["ours"]["ours teacher text"] == []
-    assert cut < 77 and tok["ours"]["ours student text"] == [CLASSES * cut]
+    assert cut < 77 and tok["ours"]["ours student text"] == [prefix, CLASSES * (cut - prefix)]
     assert len(tok["ours"]["ours student image"]) == 1
     # cached: neither the teacher nor the student's frozen image tower runs
     assert host["cached"] == host["ours"]
     assert tok["cached"]["ours teacher image"] == [] and tok["cached"]["cached student image"] == []
-    assert tok["cached"]["cached student text"] == [CLASSES * cut]
+    assert tok["cached"]["cached student text"] == [prefix, CLASSES * (cut - prefix)]
     # reference (KDPL's code): teacher image every step, teacher text never, host sampling, 3 .item(), anomaly read
     assert host["reference"] == {"item": 3, "cpu": 1, "isfinite": 1, "argpartition": 1}
     assert len(tok["reference"]["ref teacher image"]) == 1 and tok["reference"]["ref teacher text"] == []
@@ -261,3 +263,31 @@ def test_targets_script_runs_both_methods_and_prints_every_verdict():
     assert "promptkd: student tiny-vit, teacher tiny-vit-wide, 6 classes, batch 2" in done.stdout
     verdicts = re.findall(r"^target .* -> (met|NOT met)$", done.stdout, re.M)
     assert len(verdicts) == len(sb.TARGETS["kdpl_coop"]) + len(sb.TARGETS["promptkd"])
+
+
+def test_counted_attention_equals_sdpa_and_flops_are_counted_per_part(single_thread):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8) for _ in range(3))
+    bool_mask = torch.rand(5, 5) > 0.3
+    bool_mask.fill_diagonal_(True)
+    for kwargs in ({}, {"is_causal": True}, {"attn_mask": bool_mask}, {"attn_mask": torch.randn(5, 5)}):
+        assert torch.allclose(sb.counted_attention(q, k, v, **kwargs), F.scaled_dot_product_attention(q, k, v, **kwargs),
+                              atol=1e-5), kwargs
+    counter = sb.FlopCounter(CPU)
+    a, b = torch.randn(7, 11), torch.randn(11, 13)
+    with counter.part("student fwd+bwd"):
+        a @ b
+    with counter.part("optimizer"):
+        a + 1.0  # elementwise work is not counted
+    assert counter.step == {"student fwd+bwd": 2 * 7 * 11 * 13, "optimizer": 0}
+
+
+def test_flop_counts_show_the_work_each_variant_does(single_thread):
+    args, v = build("kdpl_coop")
+    flops = sb.count_flops(list(v.values()), CPU)
+    assert flops["reference"]["teacher text"] == 0 and flops["floor"]["teacher image"] == 0
+    assert flops["ours"]["teacher image"] == pytest.approx(flops["reference"]["teacher image"], rel=1e-6)
+    assert flops["cached"]["teacher image"] == 0
+    # ours runs the class prompts cut after their EOT with the shared prefix once; CoOp's code all 77 tokens
+    assert flops["ours"]["student fwd+bwd"] < 0.5 * flops["floor"]["student fwd+bwd"]
+    assert all(row["total"] == pytest.approx(sum(row[p] for p in sb.PARTS)) for row in flops.values())

@@ -187,6 +187,70 @@ def test_open_clip_tower_truncates_with_its_mask_and_pooling(single_thread, open
                        F.normalize(last.encode_text(tokens), dim=-1)) < 1e-5
 
 
+# ------------------------------------------------------------------------------------ shared prompt prefix
+def tokens_per_block(encoder: TextEncoder, fn):
+    """Run ``fn``; return the number of token positions the first text block's MLP processed (per call)."""
+    counts = []
+    mlp = encoder.transformer.resblocks[0].mlp
+    hook = mlp.register_forward_hook(lambda m, args, out: counts.append(args[0].shape[0] * args[0].shape[1]))
+    try:
+        fn()
+    finally:
+        hook.remove()
+    return counts
+
+
+@pytest.mark.parametrize("name", ["coop", "coop_init", "cocoop", "maple", "ivlp"])
+def test_shared_prefix_logits_and_gradients_equal_the_plain_full_length_path(single_thread, deep, name):
+    """SOS + context run once (per image for CoCoOp), every class only its own tokens: the same logits and prompt
+    gradients as the full 77-token path without any shortcut, with far fewer token positions per block."""
+    torch.manual_seed(0)
+    learner = LEARNERS[name](deep.model, deep.tokenize)
+    plain = PromptedCLIP(deep, learner, truncate_text=False, share_text_prefix=False)
+    fast = PromptedCLIP(deep, learner, truncate_text=True, share_text_prefix=True)
+    for model in (plain, fast):
+        model.register_class_set("eval", CLASSNAMES)
+    images = torch.randn(3, 3, 32, 32)
+    out, grads, counts = {}, {}, {}
+    for tag, model in (("plain", plain), ("fast", fast)):
+        learner.zero_grad(set_to_none=True)
+        counts[tag] = tokens_per_block(model.text_encoder, lambda: out.__setitem__(tag, model(images)))
+        out[tag].logsumexp(-1).sum().backward()
+        grads[tag] = {n: p.grad.clone() for n, p in learner.named_parameters() if p.grad is not None}
+    assert rel_err(out["fast"], out["plain"]) < 1e-5
+    assert grads["fast"].keys() == grads["plain"].keys() and grads["plain"]
+    for key, g in grads["plain"].items():
+        assert g.abs().sum() > 0 and rel_err(grads["fast"][key], g) < 1e-5, key
+    classes = fast.class_sets["classes_eval"]
+    groups = images.shape[0] if learner.conditional else 1
+    p, length = 1 + learner.n_ctx, classes.max_eot + 1
+    rows = groups * len(CLASSNAMES)
+    assert counts["plain"] == [rows * 77]
+    assert counts["fast"] == [groups * p, rows * (length - p)]  # the prefix once per group, then every row's rest
+
+
+def test_shared_prefix_with_an_open_clip_tower_and_refusals(single_thread, open_clip_tiny, deep):
+    torch.manual_seed(0)
+    learner = CoOpPromptLearner(open_clip_tiny.model, open_clip_tiny.tokenize, 4)
+    plain = PromptedCLIP(open_clip_tiny, learner, truncate_text=False, share_text_prefix=False)
+    fast = PromptedCLIP(open_clip_tiny, learner)
+    assert fast.text_encoder.share_prefix and not plain.text_encoder.share_prefix
+    for model in (plain, fast):
+        model.register_class_set("eval", CLASSNAMES)
+    with torch.no_grad():
+        assert rel_err(fast.encode_text("eval"), plain.encode_text("eval")) < 1e-5
+    # deep prompts must lie inside the shared prefix; the plain path runs when sharing is off or SDPA is forced off
+    encoder = TextEncoder(deep.model)
+    tokens = deep.tokenize(TEXTS)
+    pos = encoder.pool_positions(tokens)
+    embeds = deep.model.token_embedding(tokens[:, :int(pos.max()) + 1]).detach()
+    with pytest.raises(ValueError, match="shared prefix"):
+        encoder(embeds, pos, [torch.zeros(4, embeds.shape[-1])], shared_prefix=3)
+    no_sdpa = TextEncoder(deep.model, sdpa=False)
+    assert tokens_per_block(no_sdpa, lambda: no_sdpa(embeds, pos, shared_prefix=3)) == [embeds.shape[0] *
+                                                                                         embeds.shape[1]]
+
+
 # ---------------------------------------------------------------------------------- where it is not exact
 def test_non_causal_tower_falls_back_to_full_length(single_thread, capsys):
     loaded = load_clip("tiny-vit")

@@ -25,7 +25,7 @@ from dassl.engine import TrainerX
 from dassl.optim import build_lr_scheduler, build_optimizer
 from dassl.utils import count_num_param
 
-from .config import add_keys, attach_defaults, cfg_get, config_keys
+from .config import add_keys, attach_defaults, cfg_get, cfg_value, config_keys
 from .core.checkpoints import (POINTER_FILE, atomic_torch_save, atomic_write, atomic_write_json, capture_rng_state,
                                checkpoint_name, merge_timings, newest_loadable, prune_checkpoints, read_pointer,
                                remove_stale_temp_files, restore_rng_state, write_pointer)
@@ -45,9 +45,11 @@ attach_defaults(dassl_config_defaults._C)
 
 @config_keys
 def add_shared_config(cfg) -> None:
-    """Where CLIP weights come from, and whether text towers run cut after the last EOT token where that is exact
-    (``TRUNCATE_TEXT``, same features; see trainers/core/encoders.py) (shared by every trainer of this package)."""
-    add_keys(cfg, "MODEL.CLIP", {"DOWNLOAD_ROOT": "", "WEIGHTS": "", "TRUNCATE_TEXT": True})
+    """Where CLIP weights come from, and the exact text-tower shortcuts (same features; see
+    trainers/core/encoders.py): prompts cut after the last EOT token (``TRUNCATE_TEXT``), and SOS + learned context
+    run once for all classes (``SHARE_TEXT_PREFIX``) (shared by every trainer of this package)."""
+    add_keys(cfg, "MODEL.CLIP", {"DOWNLOAD_ROOT": "", "WEIGHTS": "", "TRUNCATE_TEXT": True,
+                                 "SHARE_TEXT_PREFIX": True})
     add_keys(cfg, "DATASET", {"SUBSAMPLE_CLASSES": "all"})
 
 
@@ -62,6 +64,12 @@ def load_student_clip(cfg) -> LoadedClip:
     clip_cfg = cfg.MODEL.get("CLIP", {})
     return load_student(cfg.MODEL.BACKBONE.NAME, download_root=clip_cfg.get("DOWNLOAD_ROOT", ""),
                         weights=clip_cfg.get("WEIGHTS", ""))
+
+
+def text_path_options(cfg) -> Dict[str, bool]:
+    """The exact text shortcuts a :class:`~trainers.core.prompt_learners.PromptedCLIP` takes (keyword arguments)."""
+    return {"truncate_text": bool(cfg_value(cfg, "MODEL.CLIP.TRUNCATE_TEXT")),
+            "share_text_prefix": bool(cfg_value(cfg, "MODEL.CLIP.SHARE_TEXT_PREFIX"))}
 
 
 def load_checkpoint_file(path: str, device: torch.device) -> Dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 from dassl.data import DataManager
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptDistillTrainer, TrainBatch, load_student_clip
+from .base import PromptDistillTrainer, TrainBatch, load_student_clip, text_path_options
 from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.class_dictionary import load_class_dictionary
 from .core.clip_models import load_clip
@@ -102,8 +102,7 @@ class KDPLTrainer(PromptDistillTrainer):
         learner = self.build_learner(loaded.model, loaded.tokenize)
         template = template_for(self.cfg.DATASET.NAME, self.kdpl.TEACHER_TEMPLATE) \
             if not self.kdpl.CLASS_AGNOSTIC else DEFAULT_TEMPLATE
-        student = PromptedCLIP(loaded, learner, fixed_template=self.fixed_template(),
-                               truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
+        student = PromptedCLIP(loaded, learner, fixed_template=self.fixed_template(), **text_path_options(self.cfg))
         student.register_class_set("eval", self.dm.dataset.classnames)
         self.teacher_template = template
         return student

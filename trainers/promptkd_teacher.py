@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptDistillTrainer, TrainBatch, load_student_clip
+from .base import PromptDistillTrainer, TrainBatch, load_student_clip, text_path_options
 from .config import cfg_value, config_keys
 from .core.class_dictionary import sha256_of
 from .core.prompt_learners import PromptedCLIP
@@ -43,7 +43,7 @@ class PromptKD_Teacher(PromptDistillTrainer):
             raise ValueError(f"INPUT.SIZE {self.cfg.INPUT.SIZE[0]} does not match {self.cfg.MODEL.BACKBONE.NAME}'s "
                              f"input resolution {loaded.preprocess.size}.")
         model = PromptedCLIP(loaded, build_ivlp_learner(self.cfg, loaded.model, loaded.tokenize),
-                             truncate_text=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
+                             **text_path_options(self.cfg))
         model.register_class_set("eval", self.dm.dataset.classnames)
         return model
 

@@ -54,7 +54,8 @@ class ClassPrompts(nn.Module):
 
     Embeddings are built only for the classes a step selects ("gather first"), so 20,930 dictionary names cost
     20,930 x 77 token ids, not 20,930 x 77 x D embeddings. ``max_eot`` (a Python int, read once here) is the last EOT
-    position of the whole set: any selection of it can be cut after ``max_eot`` without a per-step host read.
+    position of the whole set: any selection of it can be cut after ``max_eot`` without a per-step host read;
+    ``min_eot`` its first, which says how long a prefix every prompt of the set shares before its EOT.
     """
 
     def __init__(self, classnames: Sequence[str], prompt_prefix: str, tokenize: Tokenize):
@@ -65,7 +66,7 @@ class ClassPrompts(nn.Module):
         texts = [f"{prompt_prefix} {c}." if prompt_prefix else f"{c}." for c in self.classnames]
         tokens = tokenize(texts).long()
         eot = tokens.argmax(dim=-1)
-        self.max_eot = int(eot.max())
+        self.max_eot, self.min_eot = int(eot.max()), int(eot.min())
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("eot_index", eot, persistent=False)
 
@@ -234,17 +235,18 @@ class PromptedCLIP(nn.Module):
 
     Class sets are registered by key (e.g. ``"train"`` = the class-agnostic dictionary, ``"eval"`` = the dataset's
     classes) so a step encodes only the classes it selects. ``truncate_text`` (``MODEL.CLIP.TRUNCATE_TEXT``) runs the
-    text tower on prompts cut after the class set's last EOT token, where that is exact (see
-    :class:`~trainers.core.encoders.TextEncoder`).
+    text tower on prompts cut after the class set's last EOT token, and ``share_text_prefix``
+    (``MODEL.CLIP.SHARE_TEXT_PREFIX``) runs SOS + the learned context once instead of once per class, both where that
+    is exact (see :class:`~trainers.core.encoders.TextEncoder`).
     """
 
     def __init__(self, loaded: LoadedClip, learner: PromptLearner, fixed_template: str = "a photo of a {}.",
-                 truncate_text: bool = True):
+                 truncate_text: bool = True, share_text_prefix: bool = True):
         super().__init__()
         self.clip = freeze(loaded.model)
         self.tokenize = loaded.tokenize
         self.truncate_text = bool(truncate_text)
-        self.text_encoder = TextEncoder(self.clip, truncate=self.truncate_text)
+        self.text_encoder = TextEncoder(self.clip, truncate=self.truncate_text, share_prefix=share_text_prefix)
         self.image_encoder = VisionEncoder(self.clip)
         self.prompt_learner = learner
         self.fixed_template = fixed_template
@@ -306,17 +308,19 @@ class PromptedCLIP(nn.Module):
         ctx = learner.text_context(image_features)
         n = learner.n_ctx
         deep = learner.text_deep_prompts()
+        # SOS and the context (positions 0..n) are the same for every class (of an image, for CoCoOp)
+        shared = 1 + n if n > 0 and class_prompts.min_eot > n else 0
         if ctx.dim() == 2:
             prompts = torch.cat([embeds[:, :1], ctx.to(embeds.dtype).expand(embeds.shape[0], -1, -1),
                                  embeds[:, 1 + n:]], dim=1)
-            return F.normalize(self.text_encoder(prompts, eot, deep).float(), dim=-1)
+            return F.normalize(self.text_encoder(prompts, eot, deep, shared_prefix=shared).float(), dim=-1)
         b, k = ctx.shape[0], embeds.shape[0]
         prompts = torch.cat([
             embeds[:, :1].unsqueeze(0).expand(b, -1, -1, -1),
             ctx.to(embeds.dtype).unsqueeze(1).expand(-1, k, -1, -1),
             embeds[:, 1 + n:].unsqueeze(0).expand(b, -1, -1, -1),
         ], dim=2).reshape(b * k, embeds.shape[1], -1)
-        feats = self.text_encoder(prompts, eot.repeat(b), deep).float()
+        feats = self.text_encoder(prompts, eot.repeat(b), deep, shared_prefix=shared, group=k).float()
         return F.normalize(feats, dim=-1).reshape(b, k, -1)
 
     def forward(self, images: torch.Tensor, key: str = "eval", idx: Optional[torch.Tensor] = None,
