@@ -109,6 +109,13 @@ def test_protocols_plan_their_stages(fake, tmp_path):
     assert len(pkd["train"]) == 2 and len(pkd["test"]) == 2
     dfkd = stages("--protocol", "dfkd", "--trainer", "dfkd", "--datasets", "pacs", "--seeds", "1")
     assert len(dfkd["synthesize"]) == 4 and len(dfkd["train"]) == 4 and dfkd["test"] == ["test:CLIP_teacher:pacs:seed1"]
+    # the five KDPL trainers share one teacher cache per dataset and seed: their cache jobs are chained, so the
+    # teacher runs once (the first job) and the later ones add only their student's part
+    args = sweep.build_parser().parse_args(["--data", "/d", "--output", str(tmp_path / "o"), "--protocol", "xd",
+                                            "--trainer", "kdpl", "--seeds", "1", "--teacher-cache", str(tmp_path)])
+    caches = [j for j in sweep.plan(args)[0] if j.stage == "cache"]
+    assert len(caches) == 5 and caches[0].after == []
+    assert all(later.after == [earlier.name] for earlier, later in zip(caches, caches[1:]))
     few = stages("--protocol", "fewshot", "--trainer", "KDPL_VPT", "--datasets", "dtd", "--seeds", "1")
     assert few["train"] == [f"train:KDPL_VPT:dtd:{k}shots:seed1" for k in (1, 2, 4, 8, 16)]
 

@@ -96,6 +96,7 @@ class Planner:
         self.protocol, self.datasets, self.seeds = protocol, list(datasets), list(seeds)
         self.env, self.shots = env, shots
         self.jobs: Dict[str, Job] = {}
+        self._kdpl_caches: Dict[str, Job] = {}  # the last KDPL cache job per shared cache folder
 
     def add(self, stage: str, tag: str, key: str, script: str, args: Sequence[str], env: Dict[str, str],
             select: str = "all", after: Sequence[Optional[Job]] = ()) -> Job:
@@ -108,10 +109,16 @@ class Planner:
 
     def trained(self, tag: str, key: str, script: str, args: Sequence[str], env: Dict[str, str],
                 after: Sequence[Optional[Job]] = ()) -> Job:
-        """A training job, preceded by its teacher-cache job when TEACHER_CACHE_ROOT is set."""
+        """A training job, preceded by its teacher-cache job when TEACHER_CACHE_ROOT is set. Every KDPL trainer of a
+        (dataset, shots, seed, class set) shares one cache folder: their cache jobs run one after another, so the
+        teacher part is built once and each later job only adds its student's part."""
         if not script_env({**self.env, **env}).get("TEACHER_CACHE_ROOT"):
             return self.add("train", tag, key, script, args, env, after=after)
-        cache = self.add("cache", tag, key, script, args, env, select="cache", after=after)
+        shared = f"{key}:{'ca' if tag.endswith('-CA') else 'classes'}" if tag.startswith("KDPL_") else ""
+        previous = self._kdpl_caches.get(shared) if shared else None
+        cache = self.add("cache", tag, key, script, args, env, select="cache", after=[previous, *after])
+        if shared:
+            self._kdpl_caches[shared] = cache
         return self.add("train", tag, key, script, args, env, select="run", after=[cache, *after])
 
     def plan_trainer(self, trainer: str, ca: bool) -> None:
