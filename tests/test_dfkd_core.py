@@ -210,6 +210,27 @@ def test_splice_keeps_the_eot_position(encoder):
     assert torch.allclose(spliced, encoder.encode([f"a sketch style of a {c}." for c in NAMES]), atol=1e-5)
 
 
+def test_slot_prompts_run_cut_after_their_last_eot_with_the_same_features_and_gradients(clip):
+    """Pseudo-word prompts (Contrastive-Prompt's learned words) run cut after the set's last EOT: the features and the
+    words' gradients equal the full 77-token encode."""
+    full, cut = PromptEncoder(clip.model, clip.tokenize, truncate=False), PromptEncoder(clip.model, clip.tokenize)
+    slots = cut.slot_prompts("a [S*] style of a {}.", NAMES, n_tokens=2)
+    lengths = []
+    hook = cut.text_encoder.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+    grads, feats = [], []
+    for encoder in (full, cut):
+        words = torch.randn(len(NAMES), 2, encoder.width, generator=torch.Generator().manual_seed(0),
+                            requires_grad=True)
+        out = encoder.encode_slots(slots, words, torch.arange(len(NAMES)))
+        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+        feats.append(out.detach())
+        grads.append(words.grad)
+    hook.remove()
+    assert lengths == [slots.max_eot + 1] and slots.max_eot + 1 < 77
+    assert torch.allclose(feats[1], feats[0], atol=1e-5) and torch.allclose(grads[1], grads[0], atol=1e-5)
+    assert grads[0].abs().sum() > 0
+
+
 def test_random_guard_rejects_misclassified_prompts(encoder, heads):
     feats = heads[[0, 1, 2]].clone()
     assert guard_accepts(feats, torch.tensor([0, 1, 2]), heads).all()

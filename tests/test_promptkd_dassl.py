@@ -194,8 +194,10 @@ def test_held_out_model_selection(data, teacher_dir, tmp_path, mode):
     if mode == "base_fewshot":  # at most 4 labelled images per BASE class
         labels = [int(d.label) for d in val_items]
         assert set(labels) <= set(range(M)) and max(labels.count(c) for c in set(labels)) <= 4
-    assert os.path.isfile(os.path.join(out, "VLPromptLearner", "model-best.pth.tar"))
-    assert json.load(open(os.path.join(out, "results.json")))["num_classes"] == M
+    best = torch.load(os.path.join(out, "VLPromptLearner", "model-best.pth.tar"), weights_only=True)
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["num_classes"] == M
+    assert results["epoch"] == best["epoch"]  # the evaluated (best-validation) weights' epoch, not the last one
 
 
 def test_eval_only_recomputes_class_vectors_from_the_teacher_when_missing(data, teacher_dir, tmp_path):

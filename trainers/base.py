@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import os
 import os.path as osp
-import pickle
 import shutil
 import time
 from typing import Any, Dict, Optional, Tuple
@@ -27,8 +26,9 @@ from dassl.utils import count_num_param
 
 from .config import add_keys, attach_defaults, cfg_get, cfg_value, config_keys
 from .core.checkpoints import (POINTER_FILE, atomic_torch_save, atomic_write, atomic_write_json, capture_rng_state,
-                               checkpoint_name, merge_timings, newest_loadable, prune_checkpoints, read_pointer,
-                               remove_stale_temp_files, restore_rng_state, write_pointer)
+                               checkpoint_name, load_checkpoint_file, merge_timings, newest_loadable,
+                               prune_checkpoints, read_pointer, remove_stale_temp_files, restore_rng_state,
+                               write_pointer)
 from .core.clip_models import LoadedClip, load_student
 from .core.precision import autocast, cast_to_precision, needs_grad_scaler, peak_memory_mb, resolve_precision
 from .core.prompt_learners import load_learner_state
@@ -70,17 +70,6 @@ def text_path_options(cfg) -> Dict[str, bool]:
     """The exact text shortcuts a :class:`~trainers.core.prompt_learners.PromptedCLIP` takes (keyword arguments)."""
     return {"truncate_text": bool(cfg_value(cfg, "MODEL.CLIP.TRUNCATE_TEXT")),
             "share_text_prefix": bool(cfg_value(cfg, "MODEL.CLIP.SHARE_TEXT_PREFIX"))}
-
-
-def load_checkpoint_file(path: str, device: torch.device) -> Dict[str, Any]:
-    """``torch.load`` with ``weights_only=True`` and an error that says what to do when that is refused."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise RuntimeError(
-            f"{path} contains Python objects that weights_only loading refuses (it was probably saved by unpatched "
-            f"Dassl). If you trust the file, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and retry. ({exc})"
-        ) from exc
 
 
 class PromptDistillTrainer(TrainerX):
@@ -306,8 +295,7 @@ class PromptDistillTrainer(TrainerX):
             "macro_f1": metrics.get("macro_f1"),
             "num_classes": int(self.num_classes),
             "num_samples": len(self.test_loader.dataset),
-            # epochs behind the evaluated weights: trained here, or restored by a rerun of a finished run
-            "epoch": int(self.epoch + 1) if getattr(self, "_trained", False) else self.loaded_epoch,
+            "epoch": self.evaluated_epoch(),
             "eval_only": not self._training_run,
             "resumed": self.resumed_from is not None,
             "train_processes": self.train_processes if self._training_run else 0,
@@ -317,6 +305,14 @@ class PromptDistillTrainer(TrainerX):
         }
         record.update(self.extra_results())
         return atomic_write_json(osp.join(self.output_dir, "results.json"), record)
+
+    def evaluated_epoch(self) -> Optional[int]:
+        """Epochs behind the evaluated weights: the best-validation checkpoint's (``TEST.FINAL_MODEL best_val``, which
+        Dassl loads after training), the last trained here, or those restored (--eval-only, a rerun of a finished
+        run)."""
+        if getattr(self, "_trained", False) and not self._deployed_best:
+            return int(self.epoch + 1)
+        return self.loaded_epoch
 
     def run_timings(self) -> Dict[str, float]:
         """This run's timings over every process that trained it (the processes before the checkpoint it resumed
@@ -352,6 +348,7 @@ class PromptDistillTrainer(TrainerX):
     #: the epoch a training run resumed from (None: it started from scratch, or this is an --eval-only run)
     resumed_from: Optional[int] = None
     _training_run = False
+    _deployed_best = False  # the weights are model-best's (loaded by load_model without an epoch)
     _pending_rng: Optional[Dict[str, Any]] = None
     _prior_timings: Optional[Dict[str, float]] = None
     _prior_processes = 0
@@ -494,4 +491,5 @@ class PromptDistillTrainer(TrainerX):
                 )
             ckpt = self._load_learnable(path)
             self.loaded_epoch = int(ckpt.get("epoch", -1)) if isinstance(ckpt, dict) else None
+            self._deployed_best = epoch is None
             print(f"Load {path} to {name} (epoch={self.loaded_epoch})")

@@ -30,7 +30,7 @@ from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
 from .base import PromptDistillTrainer, TrainBatch
-from .config import add_keys, cfg_node, config_keys
+from .config import add_keys, cfg_node, cfg_value, config_keys
 from .core.clip_models import LoadedClip
 from .core.diversify import PromptEncoder
 from .core.domain_eval import DomainAccuracy, benchmark_domains
@@ -243,7 +243,8 @@ class DFKDTrainer(PromptDistillTrainer):
         mean = self.cfg.INPUT.PIXEL_MEAN if normalised else (0.0, 0.0, 0.0)
         std = self.cfg.INPUT.PIXEL_STD if normalised else (1.0, 1.0, 1.0)
         loaded.model.to(self.device).float()
-        heads = PromptEncoder(loaded.model, loaded.tokenize).class_features(
+        truncate = cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT")
+        heads = PromptEncoder(loaded.model, loaded.tokenize, truncate=truncate).class_features(
             self.classnames, node.TEMPLATE, list(node.TEMPLATE_ENSEMBLE))
         teacher = FrozenTeacher(loaded, self.cfg.INPUT.SIZE[0], mean, std, precision=prec).to(self.device)
         teacher.class_features = heads.to(self.device)

@@ -130,7 +130,8 @@ class SyntheticSetBuilder:
         if self._encoder is None:
             self.clip = self.clip or load_teacher_clip(self.cfg)
             self.clip.model.to(self.device).float()
-            self._encoder = PromptEncoder(self.clip.model, self.clip.tokenize)
+            self._encoder = PromptEncoder(self.clip.model, self.clip.tokenize,
+                                          truncate=cfg_value(self.cfg, "MODEL.CLIP.TRUNCATE_TEXT"))
         return self._encoder
 
     def make_targets(self) -> PromptTargets:

@@ -31,8 +31,9 @@ from dassl.data.data_manager import build_data_loader
 from dassl.data.transforms import build_transform
 from dassl.engine import TRAINER_REGISTRY
 
-from .base import PromptDistillTrainer, TrainBatch, load_checkpoint_file, load_student_clip
+from .base import PromptDistillTrainer, TrainBatch, load_student_clip
 from .config import add_keys, cfg_node, cfg_value, config_keys
+from .core.checkpoints import load_checkpoint_file
 from .core.class_dictionary import sha256_of
 from .core.clip_models import load_clip
 from .core.losses import promptkd_loss

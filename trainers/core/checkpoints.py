@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import random
 import re
 import uuid
@@ -215,3 +216,14 @@ def merge_timings(prior: Dict[str, float], current: Dict[str, float]) -> Dict[st
     for key, value in current.items():
         merged[key] = value if _EPOCH_TIMING.match(key) else merged.get(key, 0.0) + value
     return merged
+
+
+def load_checkpoint_file(path: str, device: torch.device) -> Dict[str, Any]:
+    """``torch.load`` with ``weights_only=True`` and an error that says what to do when that is refused."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise RuntimeError(
+            f"{path} contains Python objects that weights_only loading refuses (it was probably saved by unpatched "
+            f"Dassl). If you trust the file, set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 and retry. ({exc})"
+        ) from exc

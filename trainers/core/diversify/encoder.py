@@ -31,15 +31,18 @@ class SlotPrompts:
     slot_start: torch.Tensor  # (K,)
     n_tokens: int
     texts: List[str]
+    max_eot: int = 76  # the last EOT position of the set: encodes cut after it where exact
 
 
 class PromptEncoder:
-    """A frozen CLIP text tower that encodes plain prompts and prompts with spliced pseudo-words."""
+    """A frozen CLIP text tower that encodes plain prompts and prompts with spliced pseudo-words; ``truncate``
+    (``MODEL.CLIP.TRUNCATE_TEXT``) runs them cut after their last EOT token where that is exact."""
 
-    def __init__(self, clip_model: nn.Module, tokenize: Tokenize):
+    def __init__(self, clip_model: nn.Module, tokenize: Tokenize, truncate: bool = True):
         self.model = clip_model.eval().requires_grad_(False)  # frozen: gradients reach only pseudo-words
         self.tokenize = tokenize
-        self.text_encoder = TextEncoder(clip_model)
+        self.truncate = bool(truncate)
+        self.text_encoder = TextEncoder(clip_model, truncate=self.truncate)
         self.token_embedding: nn.Embedding = clip_model.token_embedding
 
     @property
@@ -52,7 +55,7 @@ class PromptEncoder:
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """L2-normalised fp32 features of plain texts (no grad)."""
-        return encode_texts(self.model, self.tokenize, list(texts))
+        return encode_texts(self.model, self.tokenize, list(texts), truncate=self.truncate)
 
     def class_features(self, classnames: Sequence[str], template: str, ensemble: Sequence[str] = ()
                        ) -> torch.Tensor:
@@ -98,8 +101,9 @@ class PromptEncoder:
                 raise ValueError(f"Could not locate the {SLOT} slot of {template!r} for class {c!r} (truncated?).")
             starts.append(start)
         device = self.device
-        return SlotPrompts(tokens.to(device), tokens.argmax(-1).to(device), torch.tensor(starts, device=device),
-                           n_tokens, texts)
+        eot = tokens.argmax(-1)
+        return SlotPrompts(tokens.to(device), eot.to(device), torch.tensor(starts, device=device), n_tokens, texts,
+                           max_eot=int(eot.max()))
 
     @torch.no_grad()
     def encode_slots_frozen(self, slots: SlotPrompts, words: torch.Tensor, class_idx: torch.Tensor,
@@ -118,8 +122,9 @@ class PromptEncoder:
             words = words.unsqueeze(1)
         if words.shape[1] != slots.n_tokens:
             raise ValueError(f"{words.shape[1]} pseudo-word tokens for a slot of {slots.n_tokens}.")
+        length = self.text_encoder.cut_length(slots.max_eot)  # the slot lies before the EOT: inside the cut
         with torch.no_grad():
-            embeds = self.token_embedding(slots.tokens[class_idx])
+            embeds = self.token_embedding(slots.tokens[class_idx][:, :length])
         pos = slots.slot_start[class_idx][:, None] + torch.arange(slots.n_tokens, device=self.device)
         index = pos.unsqueeze(-1).expand(-1, -1, embeds.shape[-1])
         embeds = embeds.scatter(1, index, words.to(embeds.dtype))
