@@ -169,14 +169,17 @@ def test_ctrl_c_stops_the_sweep_and_the_same_command_finishes_it(fake, tmp_path,
     import time
 
     env = {**os.environ, "FAKE_SLEEP": "1"}
+    # as from a terminal: a test session started in the background of a non-interactive shell ignores SIGINT, and an
+    # ignored signal stays ignored across exec (Unix semantics, which the sweep keeps)
     proc = subprocess.Popen([sys.executable, "-m", "tools.sweep", *base_args(tmp_path)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 60
     while time.time() < deadline and (not fake.exists() or len(fake.read_text().splitlines()) < 2):
         time.sleep(0.1)
     proc.send_signal(getattr(signal, signame))
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted: rerun the same command to resume" in err
+    assert proc.returncode == 130 and "interrupted: rerun the same command to resume" in err, (proc.returncode, err)
     first = read_calls(fake)
     assert 2 <= len(first) < 12
     assert sweep.main(base_args(tmp_path)) == 0
