@@ -64,9 +64,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import statistics
 import tempfile
 import time
+import weakref
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence
 
@@ -347,6 +349,13 @@ def tensor_mib(*modules: Optional[nn.Module]) -> float:
     return sum(seen.values()) / 2 ** 20
 
 
+def scratch_dir(owner: object) -> str:
+    """A temporary folder for a variant's teacher cache, removed with its owner (or when the process exits)."""
+    folder = tempfile.mkdtemp(prefix="teacher_cache_")
+    weakref.finalize(owner, shutil.rmtree, folder, True)
+    return folder
+
+
 def sgd(params) -> torch.optim.Optimizer:
     return torch.optim.SGD(list(params), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
@@ -400,7 +409,7 @@ class KDPLOurs(Variant):
         """The cache holds this batch's views (teacher cosines, read at the student's logit scale, + the student's
         frozen image features in the cache's student part), built once."""
         images, batch = self.bench.images, self.bench.args.batch
-        folder = tempfile.mkdtemp(prefix="teacher_cache_")
+        folder = self.cache_dir = scratch_dir(self)
         rows = self.teacher.logits(images, 1.0)
         write_meta(folder, {"num_images": batch, "kind": "logits", "width": rows.shape[1], "epochs": 1})
         save_shard(folder, 0, 0, torch.arange(batch), rows)
@@ -555,7 +564,7 @@ class PromptKDOurs(Variant):
         self.optim = sgd(self.student.prompt_learner.parameters())
         self.cache = None
         if cached:
-            folder = tempfile.mkdtemp(prefix="teacher_cache_")
+            folder = self.cache_dir = scratch_dir(self)
             rows = self.teacher.encode_image(bench.images)
             write_meta(folder, {"num_images": bench.args.batch, "kind": "teacher_features", "width": rows.shape[1],
                                 "epochs": 1})

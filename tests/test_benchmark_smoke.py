@@ -291,3 +291,18 @@ def test_flop_counts_show_the_work_each_variant_does(single_thread):
     # ours runs the class prompts cut after their EOT with the shared prefix once; CoOp's code all 77 tokens
     assert flops["ours"]["student fwd+bwd"] < 0.5 * flops["floor"]["student fwd+bwd"]
     assert all(row["total"] == pytest.approx(sum(row[p] for p in sb.PARTS)) for row in flops.values())
+
+
+def test_cached_variants_remove_their_cache_folders(single_thread):
+    import gc
+
+    folders = []
+    for method in ("kdpl_coop", "promptkd"):
+        args = sb.parse_args(["--method", method, "--classes", str(CLASSES), "--batch", str(BATCH),
+                              "--variants", "cached"])
+        (variant,) = sb.build_variants(args, CPU, ["cached"])
+        folders.append(variant.cache_dir)
+        assert os.path.isdir(variant.cache_dir)
+        del variant
+    gc.collect()
+    assert not any(os.path.exists(f) for f in folders), folders
