@@ -38,6 +38,10 @@ OFFICIAL_COUNTS: Dict[str, Dict[str, int]] = {
     "dtd": {"train": 2820, "val": 1128, "test": 1692},
     "eurosat": {"train": 13500, "val": 5400, "test": 8100},
     "ucf101": {"train": 7639, "val": 1898, "test": 3783},
+    # the variants' own papers: ImageNetV2 matched-frequency (Recht et al. 2019, arXiv:1902.10811), 10 images x 1000
+    # classes; ImageNet-Sketch (Wang et al. 2019), 50,889 sketches of the 1000 classes; ImageNet-A (Hendrycks et al.
+    # 2021, arXiv:1907.07174), 7,500 images of 200 classes; ImageNet-R (Hendrycks et al. 2021, arXiv:2006.16241),
+    # 30,000 renditions of 200 classes
     "imagenetv2": {"test": 10000},
     "imagenet_sketch": {"test": 50889},
     "imagenet_a": {"test": 7500},
