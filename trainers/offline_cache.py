@@ -48,9 +48,8 @@ class CacheableTrainer(Protocol):
         """Files a cached run needs besides the rows (e.g. PromptKD's class vectors)."""
 
 
-#: the methods a trainer class must define for tools/build_teacher_cache.py
-CACHE_CONTRACT = ("cache_meta", "build_online_teacher", "cache_rows", "cache_row_scale", "cache_topk",
-                  "student_cache_meta", "write_cache_files")
+#: the methods a trainer class must define for tools/build_teacher_cache.py (those of :class:`CacheableTrainer`)
+CACHE_CONTRACT = tuple(name for name in vars(CacheableTrainer) if not name.startswith("_"))
 
 
 def supports_teacher_cache(trainer_class: type) -> bool:

@@ -72,19 +72,29 @@ def is_stock_block(block: nn.Module) -> bool:
             and attn.bias_k is None and attn.bias_v is None and not attn.add_zero_attn)
 
 
+def split_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values (N, heads, L, d) of batch-first ``x`` (N, L, D) from the module's packed projection."""
+    n, length, width = x.shape
+    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+    return qkv.view(n, length, 3, attn.num_heads, width // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def merge_heads(attn: nn.MultiheadAttention, out: torch.Tensor) -> torch.Tensor:
+    """The module's output projection of attention outputs (N, heads, L, d) -> (N, L, D)."""
+    n, heads, length, d = out.shape
+    return F.linear(out.transpose(1, 2).reshape(n, length, heads * d), attn.out_proj.weight, attn.out_proj.bias)
+
+
 def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool,
                    sdpa: bool) -> torch.Tensor:
     """``attn(x, x, x)`` on batch-first ``x`` (N, L, D). With ``sdpa`` it runs ``F.scaled_dot_product_attention`` on
     the module's own weights (``is_causal`` replaces a causal ``mask``); otherwise the module itself with ``mask``."""
     if sdpa:
-        n, length, width = x.shape
-        heads = attn.num_heads
-        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
-        q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = split_heads(attn, x)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None if causal or mask is None else mask.to(q.dtype),
             dropout_p=attn.dropout if attn.training else 0.0, is_causal=causal)
-        return F.linear(out.transpose(1, 2).reshape(n, length, width), attn.out_proj.weight, attn.out_proj.bias)
+        return merge_heads(attn, out)
     if mask is not None:
         mask = mask.to(x.dtype)
     if attn.batch_first:
@@ -94,50 +104,46 @@ def self_attention(attn: nn.MultiheadAttention, x: torch.Tensor, mask: Optional[
     return attn(y, y, y, need_weights=False, attn_mask=mask)[0].transpose(0, 1)
 
 
-def run_stock_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool,
-                    sdpa: bool) -> torch.Tensor:
-    """One stock residual attention block on batch-first ``x`` (see :func:`is_stock_block`)."""
-    attended = self_attention(block.attn, block.ln_1(x), mask, causal, sdpa)
+def residual_and_mlp(block: nn.Module, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+    """The rest of a stock block after its attention: ``x + ls_1(attended)``, then ``+ ls_2(mlp(ln_2(.)))``."""
     ls_1, ls_2 = getattr(block, "ls_1", None), getattr(block, "ls_2", None)
     x = x + (ls_1(attended) if ls_1 is not None else attended)
     mixed = block.mlp(block.ln_2(x))
     return x + (ls_2(mixed) if ls_2 is not None else mixed)
 
 
-def run_stock_block_shared(block: nn.Module, prefix: torch.Tensor, rows: torch.Tensor, group: int
-                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+def run_stock_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], causal: bool,
+                    sdpa: bool) -> torch.Tensor:
+    """One stock residual attention block on batch-first ``x`` (see :func:`is_stock_block`)."""
+    return residual_and_mlp(block, x, self_attention(block.attn, block.ln_1(x), mask, causal, sdpa))
+
+
+def shared_prefix_mask(prefix: int, own: int, device: torch.device) -> torch.Tensor:
+    """(own, prefix + own) boolean mask of what a row's own token sees: the whole prefix, and causally its own."""
+    visible = torch.ones(own, prefix + own, dtype=torch.bool, device=device)
+    visible[:, prefix:] = torch.ones(own, own, dtype=torch.bool, device=device).tril()
+    return visible
+
+
+def run_stock_block_shared(block: nn.Module, prefix: torch.Tensor, rows: torch.Tensor, group: int,
+                           visible: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """One stock causal block on prompts whose first P positions are shared: ``prefix`` (G, P, D) holds them once per
-    group, ``rows`` (G*group, S, D) the positions P..P+S-1 of every row (group-major). Equals the block on the full
-    sequences (positions < P of a row are its group's prefix): the prefix attends causally to itself, a row's token
-    to the whole prefix and causally to its own tokens; LayerNorm, projections and MLP act per token."""
+    group, ``rows`` (G*group, S, D) the positions P..P+S-1 of every row (group-major), ``visible`` is
+    :func:`shared_prefix_mask`. Equals the block on the full sequences (positions < P of a row are its group's
+    prefix): the prefix attends causally to itself, a row's token to the whole prefix and causally to its own tokens;
+    LayerNorm, projections and MLP act per token."""
     attn = block.attn
-    g, p, width = prefix.shape
-    n, s, _ = rows.shape
-    heads = attn.num_heads
     dropout = attn.dropout if attn.training else 0.0
-
-    def split(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-        return qkv.view(x.shape[0], x.shape[1], 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
-
-    qp, kp, vp = split(prefix)
-    qs, ks, vs = split(rows)
+    qp, kp, vp = split_heads(attn, block.ln_1(prefix))
+    qs, ks, vs = split_heads(attn, block.ln_1(rows))
     out_p = F.scaled_dot_product_attention(qp, kp, vp, dropout_p=dropout, is_causal=True)
-    per_row = (n, heads, p, width // heads)
-    keys = torch.cat([kp.unsqueeze(1).expand(g, group, *per_row[1:]).reshape(per_row), ks], dim=2)
-    values = torch.cat([vp.unsqueeze(1).expand(g, group, *per_row[1:]).reshape(per_row), vs], dim=2)
-    visible = torch.ones(s, p + s, dtype=torch.bool, device=rows.device)
-    visible[:, p:] = torch.ones(s, s, dtype=torch.bool, device=rows.device).tril()
+    g, heads, p, d = kp.shape
+    per_row = (rows.shape[0], heads, p, d)
+    keys = torch.cat([kp.unsqueeze(1).expand(g, group, heads, p, d).reshape(per_row), ks], dim=2)
+    values = torch.cat([vp.unsqueeze(1).expand(g, group, heads, p, d).reshape(per_row), vs], dim=2)
     out_s = F.scaled_dot_product_attention(qs, keys, values, attn_mask=visible, dropout_p=dropout)
-    ls_1, ls_2 = getattr(block, "ls_1", None), getattr(block, "ls_2", None)
-    outputs = []
-    for x, out in ((prefix, out_p), (rows, out_s)):
-        attended = F.linear(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], width), attn.out_proj.weight,
-                            attn.out_proj.bias)
-        x = x + (ls_1(attended) if ls_1 is not None else attended)
-        mixed = block.mlp(block.ln_2(x))
-        outputs.append(x + (ls_2(mixed) if ls_2 is not None else mixed))
-    return outputs[0], outputs[1]
+    return (residual_and_mlp(block, prefix, merge_heads(attn, out_p)),
+            residual_and_mlp(block, rows, merge_heads(attn, out_s)))
 
 
 class UnsupportedTextTower(ValueError):
@@ -237,8 +243,10 @@ class TextEncoder(nn.Module):
                         deep_prompts: Optional[Sequence[torch.Tensor]]) -> torch.Tensor:
         """The blocks on (prefix once per group, every row's own tokens); returns the rows' positions p.. only."""
         prefix, rows = x[::group, :p], x[:, p:]
+        visible = shared_prefix_mask(p, rows.shape[1], x.device)  # the same in every block
         for i, block in enumerate(self.transformer.resblocks):
-            prefix, rows = run_stock_block_shared(block, self._insert_deep(prefix, deep_prompts, i), rows, group)
+            prefix, rows = run_stock_block_shared(block, self._insert_deep(prefix, deep_prompts, i), rows, group,
+                                                  visible)
         return rows
 
     def _block(self, block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], sdpa: bool) -> torch.Tensor:
