@@ -124,7 +124,7 @@ class PromptEncoder:
             raise ValueError(f"{words.shape[1]} pseudo-word tokens for a slot of {slots.n_tokens}.")
         length = self.text_encoder.cut_length(slots.max_eot)  # the slot lies before the EOT: inside the cut
         with torch.no_grad():
-            embeds = self.token_embedding(slots.tokens[class_idx][:, :length])
+            embeds = self.token_embedding(slots.tokens[class_idx, :length])
         pos = slots.slot_start[class_idx][:, None] + torch.arange(slots.n_tokens, device=self.device)
         index = pos.unsqueeze(-1).expand(-1, -1, embeds.shape[-1])
         embeds = embeds.scatter(1, index, words.to(embeds.dtype))
