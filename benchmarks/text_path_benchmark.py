@@ -4,7 +4,8 @@ and SDPA vs module attention.
 Measures, on one device, with random weights of a real architecture (default ``random:ViT-B/32``):
   * CoOp text forward+backward over ``--classes`` class prompts (Caltech-101's names, cycled) at 77 tokens, cut after
     the longest EOT (what ``MODEL.CLIP.TRUNCATE_TEXT True`` runs), bucketed by EOT (each group at its own cut), and
-    cut with SOS + context run once for all classes (``MODEL.CLIP.SHARE_TEXT_PREFIX True``, SDPA only);
+    cut with SOS + context run once for all classes (``MODEL.CLIP.SHARE_TEXT_PREFIX True``, SDPA only), with and
+    without the last block run for the pooled tokens alone;
   * driven attention blocks through ``F.scaled_dot_product_attention`` vs ``nn.MultiheadAttention`` (text tower
     forward+backward at the cut, image tower forward in ``no_grad`` and forward+backward with VPT-style prompts), and
     the attention op alone at the text (causal) and image shapes (widths 512 / 768, 8 / 12 heads).
@@ -63,11 +64,14 @@ def race(variants: Dict[str, Callable[[], None]], device: torch.device, warmup: 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def with_sdpa(encoders: List[torch.nn.Module], sdpa: bool, fn: Callable[[], None]) -> Callable[[], None]:
-    """``fn`` with the encoders' attention path forced (so module and SDPA variants can run interleaved)."""
+def with_sdpa(encoders: List[torch.nn.Module], sdpa: bool, fn: Callable[[], None], read_only_pooled: bool = True
+              ) -> Callable[[], None]:
+    """``fn`` with the encoders' attention path (and last-block shortcut) forced, so that variants can run
+    interleaved."""
     def run() -> None:
         for encoder in encoders:
             encoder.sdpa = sdpa
+            encoder.read_only_pooled = read_only_pooled
         fn()
     return run
 
@@ -149,6 +153,8 @@ def main(argv: List[str] | None = None) -> None:
                                                            coop_text_step(student, prompts, cut, buckets=True)),
         })
     shared_name = f"text fwd+bwd cut {cut} + shared prefix [sdpa]"
+    whole_last = f"text fwd+bwd cut {cut} + shared prefix, whole last block [sdpa]"
+    text_variants[whole_last] = with_sdpa([enc], True, coop_text_step(student, prompts, cut, shared=True), False)
     text_variants[shared_name] = with_sdpa([enc], True, coop_text_step(student, prompts, cut, shared=True))
     results = race(text_variants, device, args.warmup, args.repeats)
 
@@ -171,11 +177,11 @@ def main(argv: List[str] | None = None) -> None:
         with torch.no_grad():
             loaded.model.encode_image(images)
 
-    for sdpa in (False, True):
-        tag = "sdpa" if sdpa else "module"
+    for sdpa, pooled in ((False, False), (True, False), (True, True)):
+        tag = ("sdpa" if sdpa else "module") + (", whole last block" if sdpa and not pooled else "")
         image_variants.update({
-            f"image fwd no_grad batch {args.batch} [{tag}]": with_sdpa([frozen], sdpa, image_forward),
-            f"image fwd+bwd VPT batch {args.batch} [{tag}]": with_sdpa([vpt.image_encoder], sdpa, vpt_step),
+            f"image fwd no_grad batch {args.batch} [{tag}]": with_sdpa([frozen], sdpa, image_forward, pooled),
+            f"image fwd+bwd VPT batch {args.batch} [{tag}]": with_sdpa([vpt.image_encoder], sdpa, vpt_step, pooled),
         })
     results.update(race(image_variants, device, args.warmup, args.repeats))
     for label, heads, shape, causal in (("text", 8, (args.classes, cut, 512), True),
@@ -195,6 +201,11 @@ def main(argv: List[str] | None = None) -> None:
                 for tag in ("module", "sdpa")}
     print("; ".join(f"[{tag}] text 77 -> cut {cut}: {a:.2f}x, EOT buckets vs cut: {b:.2f}x"
                     for tag, (a, b) in speedups.items()))
+    fwd, vpt_fb = f"image fwd no_grad batch {args.batch}", f"image fwd+bwd VPT batch {args.batch}"
+    print(f"[sdpa] last block for the pooled token only: text (cut + shared prefix) "
+          f"{results[whole_last] / results[shared_name]:.2f}x; image fwd "
+          f"{results[f'{fwd} [sdpa, whole last block]'] / results[f'{fwd} [sdpa]']:.2f}x, VPT fwd+bwd "
+          f"{results[f'{vpt_fb} [sdpa, whole last block]'] / results[f'{vpt_fb} [sdpa]']:.2f}x")
     print(f"[sdpa] text cut {cut} -> cut + shared prefix: "
           f"{results[f'text fwd+bwd cut {cut} [sdpa]'] / results[shared_name]:.2f}x; 77 tokens [module] -> cut + "
           f"shared prefix [sdpa]: {results['text fwd+bwd 77 tokens [module]'] / results[shared_name]:.2f}x")

@@ -20,8 +20,10 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 import benchmarks.step_benchmark as sb
+from trainers.core.encoders import run_stock_block, run_stock_block_pooled
 from trainers.core.losses import promptkd_loss, symmetric_kl
 
 CPU = torch.device("cpu")
@@ -282,11 +284,24 @@ def test_counted_attention_equals_sdpa_and_flops_are_counted_per_part(single_thr
     assert counter.step == {"student fwd+bwd": 2 * 7 * 11 * 13, "optimizer": 0}
 
 
-def test_flop_counts_show_the_work_each_variant_does(single_thread):
+def test_flop_counts_show_the_work_each_variant_does(single_thread, monkeypatch):
     args, v = build("kdpl_coop")
     flops = sb.count_flops(list(v.values()), CPU)
     assert flops["reference"]["teacher text"] == 0 and flops["floor"]["teacher image"] == 0
-    assert flops["ours"]["teacher image"] == pytest.approx(flops["reference"]["teacher image"], rel=1e-6)
+    # the same teacher image tower, except that ours runs its last block for the class token alone
+    visual = v["ours"].teacher.model.visual
+    grid = v["ours"].teacher.preprocess.size // visual.conv1.kernel_size[0]
+    x = torch.randn(BATCH, 1 + grid * grid, visual.conv1.out_channels)
+    block = visual.transformer.resblocks[-1]
+    monkeypatch.setattr(F, "scaled_dot_product_attention", sb.counted_attention)
+    counts = []
+    for run in (lambda: run_stock_block(block, x, None, False, True), lambda: run_stock_block_pooled(block, x, None)):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            run()
+        counts.append(counter.get_total_flops() / 1e9)
+    assert 0 < counts[1] < counts[0] / 3
+    assert flops["ours"]["teacher image"] == pytest.approx(flops["reference"]["teacher image"] - counts[0] + counts[1],
+                                                           rel=1e-6)
     assert flops["cached"]["teacher image"] == 0
     # ours runs the class prompts cut after their EOT with the shared prefix once; CoOp's code all 77 tokens
     assert flops["ours"]["student fwd+bwd"] < 0.5 * flops["floor"]["student fwd+bwd"]
@@ -306,3 +321,19 @@ def test_cached_variants_remove_their_cache_folders(single_thread):
         del variant
     gc.collect()
     assert not any(os.path.exists(f) for f in folders), folders
+
+
+def test_text_path_benchmark_prints_every_variant_and_its_ratios(single_thread, capsys):
+    from benchmarks import text_path_benchmark as tp
+
+    tp.main(["--model", "tiny-vit", "--classes", "6", "--batch", "2", "--warmup", "0", "--repeats", "1"])
+    out = capsys.readouterr().out
+    timings = dict(re.findall(r"^  (.+?)\s+([0-9.]+) ms$", out, flags=re.M))
+    cut = int(re.search(r"cut (\d+) of 77 tokens", out).group(1))
+    assert cut < 77
+    for name in ("text fwd+bwd 77 tokens [module]", f"text fwd+bwd cut {cut} + shared prefix [sdpa]",
+                 f"text fwd+bwd cut {cut} + shared prefix, whole last block [sdpa]",
+                 "image fwd no_grad batch 2 [sdpa, whole last block]", "image fwd+bwd VPT batch 2 [sdpa]"):
+        assert float(timings[name]) > 0, name
+    assert len(timings) == 8 + 7 + 16  # text, image (with the package's own) and attention-only variants
+    assert re.search(r"last block for the pooled token only: text .* [0-9.]+x; image fwd [0-9.]+x, VPT", out)

@@ -9,7 +9,7 @@ Conventions (those of the CoOp/MaPLe/PromptSRC code bases, so reference checkpoi
   * vision: input prompts are appended after the patch tokens, after the positional embedding and before ``ln_pre``
     (``[CLS, patches, prompts]``); a deep visual prompt for block i replaces the last n tokens before that block.
 
-Three exact speed-ups live here:
+Four exact speed-ups live here:
   * **Text truncation.** CLIP's text tower is causal and pooled at the end-of-text token, so the positions after the
     longest prompt's EOT cannot change any feature: a batch of prompts runs at ``max(eot) + 1`` tokens instead of 77
     (:meth:`TextEncoder.cut_length`). It is applied only where that is exact (an upper-triangular -inf mask and a
@@ -18,6 +18,10 @@ Three exact speed-ups live here:
     that prefix (SOS and the learned context, the same for every class): with ``shared_prefix`` the prefix runs once
     per group of rows and every row runs only its own tokens, attending to the prefix's keys and values
     (:func:`run_stock_block_shared`). For CoOp with 16 context tokens that is ~6 tokens per class instead of ~23.
+  * **Only the pooled token in the last block.** A tower's feature is one token of its last block (the class token
+    of a ViT, each prompt's EOT token of the text tower): that block computes keys and values for every token, but
+    queries, attention output and MLP for the read token alone (:func:`run_stock_block_pooled`), about 1/6 of its
+    matrix products; every earlier block is unchanged, so the feature is the same.
   * **Fused attention.** Stock residual attention blocks run their self-attention through
     ``F.scaled_dot_product_attention`` with the block's own projection weights (``is_causal`` instead of a mask
     tensor for the causal text tower, which lets GPUs use fused kernels); anything unusual keeps the module path.
@@ -72,11 +76,20 @@ def is_stock_block(block: nn.Module) -> bool:
             and attn.bias_k is None and attn.bias_v is None and not attn.add_zero_attn)
 
 
+def project_heads(attn: nn.MultiheadAttention, x: torch.Tensor, first: int, count: int) -> Tuple[torch.Tensor, ...]:
+    """``count`` consecutive parts of the module's packed projection of batch-first ``x`` (N, L, D), starting at part
+    ``first`` (0 queries, 1 keys, 2 values), each (N, heads, L, d): one matrix product on the rows of those parts."""
+    n, length, width = x.shape
+    rows = slice(first * width, (first + count) * width)
+    bias = attn.in_proj_bias[rows] if attn.in_proj_bias is not None else None
+    out = F.linear(x, attn.in_proj_weight[rows], bias)
+    return out.view(n, length, count, attn.num_heads, width // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+
 def split_heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Queries, keys and values (N, heads, L, d) of batch-first ``x`` (N, L, D) from the module's packed projection."""
-    n, length, width = x.shape
-    qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
-    return qkv.view(n, length, 3, attn.num_heads, width // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, v = project_heads(attn, x, 0, 3)
+    return q, k, v
 
 
 def merge_heads(attn: nn.MultiheadAttention, out: torch.Tensor) -> torch.Tensor:
@@ -118,6 +131,35 @@ def run_stock_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tens
     return residual_and_mlp(block, x, self_attention(block.attn, block.ln_1(x), mask, causal, sdpa))
 
 
+def attend_from(block: nn.Module, tokens: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                visible: Optional[torch.Tensor], queries: torch.Tensor) -> torch.Tensor:
+    """A stock block's output at ``tokens`` (N, Q, D) only: their ``queries`` (N, heads, Q, d) attend to the
+    ``keys`` and ``values`` (N, heads, L, d) of the whole sequence where ``visible`` (boolean, broadcast to
+    (N, heads, Q, L); None = everywhere) allows, then the residual and MLP. LayerNorm, projections and MLP act per
+    token, so these rows equal the full block's."""
+    attn = block.attn
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=visible,
+                                         dropout_p=attn.dropout if attn.training else 0.0)
+    return residual_and_mlp(block, tokens, merge_heads(attn, out))
+
+
+def run_stock_block_pooled(block: nn.Module, x: torch.Tensor, position: Optional[torch.Tensor]) -> torch.Tensor:
+    """The last stock block of a tower read at one token per row: (N, L, D) -> (N, D), the block's output at
+    ``position[n]`` of row n (None = token 0, the class token, with full attention; a tensor = causal attention, the
+    token sees positions <= its own). Keys and values still come from every token; the queries, the attention
+    output, the residual and the MLP run for the read token alone: about 2/12 of the block's matrix products."""
+    normed = block.ln_1(x)
+    keys, values = project_heads(block.attn, normed, 1, 2)
+    if position is None:
+        (query,) = project_heads(block.attn, normed[:, :1], 0, 1)
+        return attend_from(block, x[:, :1], keys, values, None, query)[:, 0]
+    position = position.to(x.device)
+    rows = torch.arange(x.shape[0], device=x.device)
+    (query,) = project_heads(block.attn, normed[rows, position].unsqueeze(1), 0, 1)
+    visible = torch.arange(x.shape[1], device=x.device) <= position[:, None]
+    return attend_from(block, x[rows, position].unsqueeze(1), keys, values, visible[:, None, None, :], query)[:, 0]
+
+
 def shared_prefix_mask(prefix: int, own: int, device: torch.device) -> torch.Tensor:
     """(own, prefix + own) boolean mask of what a row's own token sees: the whole prefix, and causally its own."""
     visible = torch.ones(own, prefix + own, dtype=torch.bool, device=device)
@@ -133,17 +175,38 @@ def run_stock_block_shared(block: nn.Module, prefix: torch.Tensor, rows: torch.T
     prefix): the prefix attends causally to itself, a row's token to the whole prefix and causally to its own tokens;
     LayerNorm, projections and MLP act per token."""
     attn = block.attn
-    dropout = attn.dropout if attn.training else 0.0
     qp, kp, vp = split_heads(attn, block.ln_1(prefix))
     qs, ks, vs = split_heads(attn, block.ln_1(rows))
-    out_p = F.scaled_dot_product_attention(qp, kp, vp, dropout_p=dropout, is_causal=True)
-    g, heads, p, d = kp.shape
-    per_row = (rows.shape[0], heads, p, d)
-    keys = torch.cat([kp.unsqueeze(1).expand(g, group, heads, p, d).reshape(per_row), ks], dim=2)
-    values = torch.cat([vp.unsqueeze(1).expand(g, group, heads, p, d).reshape(per_row), vs], dim=2)
-    out_s = F.scaled_dot_product_attention(qs, keys, values, attn_mask=visible, dropout_p=dropout)
+    out_p = F.scaled_dot_product_attention(qp, kp, vp, dropout_p=attn.dropout if attn.training else 0.0,
+                                           is_causal=True)
+    keys, values = behind_prefix(kp, ks, group), behind_prefix(vp, vs, group)
     return (residual_and_mlp(block, prefix, merge_heads(attn, out_p)),
-            residual_and_mlp(block, rows, merge_heads(attn, out_s)))
+            attend_from(block, rows, keys, values, visible, qs))
+
+
+def run_stock_block_shared_pooled(block: nn.Module, prefix: torch.Tensor, rows: torch.Tensor, group: int,
+                                  position: torch.Tensor) -> torch.Tensor:
+    """The last block of :func:`run_stock_block_shared` read at one token per row: (G*group, D), the output at
+    ``position[n]`` (counted from the first own token) of row n, which sees the whole prefix and its own tokens up to
+    that position. Only the read tokens run their queries, attention output and MLP (:func:`run_stock_block_pooled`)."""
+    attn = block.attn
+    normed = block.ln_1(rows)
+    (kp, vp), (ks, vs) = project_heads(attn, block.ln_1(prefix), 1, 2), project_heads(attn, normed, 1, 2)
+    position = position.to(rows.device)
+    n, own, p = rows.shape[0], rows.shape[1], prefix.shape[1]
+    visible = torch.cat([torch.ones(n, p, dtype=torch.bool, device=rows.device),
+                         torch.arange(own, device=rows.device) <= position[:, None]], dim=1)
+    read = torch.arange(n, device=rows.device), position
+    (query,) = project_heads(attn, normed[read].unsqueeze(1), 0, 1)
+    return attend_from(block, rows[read].unsqueeze(1), behind_prefix(kp, ks, group), behind_prefix(vp, vs, group),
+                       visible[:, None, None, :], query)[:, 0]
+
+
+def behind_prefix(of_prefix: torch.Tensor, of_rows: torch.Tensor, group: int) -> torch.Tensor:
+    """Every row's keys (or values): its group's prefix part (G, heads, P, d), then its own (G*group, heads, S, d)."""
+    g, heads, p, d = of_prefix.shape
+    shared = of_prefix.unsqueeze(1).expand(g, group, heads, p, d).reshape(of_rows.shape[0], heads, p, d)
+    return torch.cat([shared, of_rows], dim=2)
 
 
 class UnsupportedTextTower(ValueError):
@@ -162,10 +225,12 @@ class TextEncoder(nn.Module):
         sdpa: force fused attention on/off; None = :func:`sdpa_default` for the input's device.
         share_prefix: run a prefix shared by rows once where that is exact (``MODEL.CLIP.SHARE_TEXT_PREFIX``; see
             :meth:`forward`).
+        read_only_pooled: run the last block only for each row's EOT token where exact (the SDPA path of a causal
+            tower of stock blocks; :func:`run_stock_block_pooled`).
     """
 
     def __init__(self, clip_model: nn.Module, truncate: bool = True, sdpa: Optional[bool] = None,
-                 share_prefix: bool = True):
+                 share_prefix: bool = True, read_only_pooled: bool = True):
         super().__init__()
         tower = getattr(clip_model, "text", None)
         tower = tower if isinstance(tower, nn.Module) else clip_model
@@ -203,6 +268,7 @@ class TextEncoder(nn.Module):
                   "its blocks are not CLIP's stock residual attention blocks" if not self.stock else "")
         self.truncate = bool(truncate) and not reason
         self.share_prefix = bool(share_prefix) and not reason
+        self.read_only_pooled = bool(read_only_pooled) and not reason
         if truncate and reason:
             note_once(f"Text truncation is off for the {type(tower).__name__} text tower: {reason}; it runs at the "
                       f"full {self.context_length} tokens.")
@@ -239,15 +305,21 @@ class TextEncoder(nn.Module):
         ctx = deep_prompts[i - 1].to(x.dtype)
         return torch.cat([x[:, :1], ctx.unsqueeze(0).expand(x.shape[0], -1, -1), x[:, 1 + ctx.shape[0]:]], dim=1)
 
-    def _forward_shared(self, x: torch.Tensor, p: int, group: int,
-                        deep_prompts: Optional[Sequence[torch.Tensor]]) -> torch.Tensor:
-        """The blocks on (prefix once per group, every row's own tokens); returns the rows' positions p.. only."""
+    def _forward_shared(self, x: torch.Tensor, p: int, group: int, deep_prompts: Optional[Sequence[torch.Tensor]],
+                        read: torch.Tensor) -> torch.Tensor:
+        """The blocks on (prefix once per group, every row's own tokens) -> (N, D), each row's output at its position
+        ``read`` (counted from p), the last block run for that token alone where :attr:`read_only_pooled`."""
         prefix, rows = x[::group, :p], x[:, p:]
         visible = shared_prefix_mask(p, rows.shape[1], x.device)  # the same in every block
-        for i, block in enumerate(self.transformer.resblocks):
+        blocks = list(self.transformer.resblocks)
+        last = len(blocks) - 1 if self.read_only_pooled else len(blocks)
+        for i, block in enumerate(blocks[:last]):
             prefix, rows = run_stock_block_shared(block, self._insert_deep(prefix, deep_prompts, i), rows, group,
                                                   visible)
-        return rows
+        if last < len(blocks):
+            return run_stock_block_shared_pooled(blocks[last], self._insert_deep(prefix, deep_prompts, last), rows,
+                                                 group, read)
+        return rows[torch.arange(rows.shape[0], device=rows.device), read.to(rows.device)]
 
     def _block(self, block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], sdpa: bool) -> torch.Tensor:
         if self.stock:
@@ -285,34 +357,49 @@ class TextEncoder(nn.Module):
         if self.share_prefix and sdpa and 0 < shared_prefix < length and x.shape[0] % group == 0 and group > 1:
             if deep_prompts and 1 + max(p.shape[0] for p in deep_prompts) > shared_prefix:
                 raise ValueError(f"Deep text prompts reach past the shared prefix of {shared_prefix} tokens.")
-            x = self._forward_shared(x, shared_prefix, group, deep_prompts)
-            eot_index = eot_index.to(x.device) - shared_prefix
+            x = self._forward_shared(x, shared_prefix, group, deep_prompts, eot_index.to(x.device) - shared_prefix)
         else:
             mask = self._attention_mask(length, x, sdpa)
-            for i, block in enumerate(self.transformer.resblocks):
+            blocks = list(self.transformer.resblocks)
+            last = len(blocks) - 1 if self.read_only_pooled and sdpa else len(blocks)
+            for i, block in enumerate(blocks[:last]):
                 x = self._block(block, self._insert_deep(x, deep_prompts, i), mask, sdpa)
+            if last < len(blocks):
+                x = run_stock_block_pooled(blocks[last], self._insert_deep(x, deep_prompts, last), eot_index)
+            else:
+                x = x[torch.arange(x.shape[0], device=x.device), eot_index.to(x.device)]
         # LayerNorm is per token: normalising only the pooled tokens equals pooling the normalised sequence.
-        x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot_index.to(x.device)])
+        x = self.ln_final(x)
         proj = self.text_projection
         if proj is None:
             return x
         return proj(x) if isinstance(proj, nn.Module) else x @ proj.to(x.dtype)
 
 
+def class_token_pooled(visual: nn.Module) -> bool:
+    """True for a ViT image tower whose feature is its class token (OpenAI CLIP; open_clip with ``pool_type='tok'``
+    and no attentional pooler). Average-pooled or attention-pooled towers read every token."""
+    return getattr(visual, "attn_pool", None) is None and getattr(visual, "pool_type", "tok") == "tok"
+
+
 class VisionEncoder(nn.Module):
-    """CLIP's image tower with optional shallow and deep visual prompts (ViT), or the plain tower (ResNet).
+    """CLIP's image tower with optional shallow and deep visual prompts (ViT), or the plain tower (ResNet and towers
+    not pooled at the class token, which take no prompts).
 
     ``sdpa``: force fused attention on/off in stock blocks; None = :func:`sdpa_default` for the input's device.
+    ``read_only_pooled``: the last block runs for the class token alone (its keys and values still come from every
+    token), which is exact because only that token is read (:func:`run_stock_block_pooled`).
     """
 
-    def __init__(self, clip_model: nn.Module, sdpa: Optional[bool] = None):
+    def __init__(self, clip_model: nn.Module, sdpa: Optional[bool] = None, read_only_pooled: bool = True):
         super().__init__()
         self.visual = clip_model.visual
-        self.vit = is_vit(clip_model)
+        self.vit = is_vit(clip_model) and class_token_pooled(self.visual)
         self.sdpa = sdpa
         blocks = list(self.visual.transformer.resblocks) if self.vit else []
         # Stock blocks without a mask of their own are driven batch-first (and through SDPA); others keep theirs.
         self.stock: List[bool] = [is_stock_block(b) and getattr(b, "attn_mask", None) is None for b in blocks]
+        self.read_only_pooled = bool(read_only_pooled) and bool(self.stock) and self.stock[-1]
 
     @property
     def dtype(self) -> torch.dtype:
@@ -324,10 +411,16 @@ class VisionEncoder(nn.Module):
         block j+1."""
         if not self.vit:
             if prompts is not None or deep_prompts:
-                raise ValueError("Visual prompts need a ViT backbone; this CLIP has a ResNet image tower.")
+                kind = ("a ResNet image tower" if not hasattr(self.visual, "class_embedding") else
+                        f"an image tower pooled by {getattr(self.visual, 'pool_type', 'attention')!r}, not its class "
+                        "token")
+                raise ValueError(f"Visual prompts need a class-token ViT backbone; this CLIP has {kind}. Choose a "
+                                 "ViT backbone or a learner without visual prompts.")
             return self.visual(images.to(self.dtype))
         v = self.visual
         sdpa = sdpa_default(images.device) if self.sdpa is None else self.sdpa
+        blocks = list(v.transformer.resblocks)
+        last = len(blocks) - 1 if self.read_only_pooled and sdpa else len(blocks)
         x = v.conv1(images.to(self.dtype))
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -335,16 +428,18 @@ class VisionEncoder(nn.Module):
         if prompts is not None:
             x = torch.cat([x, prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)], dim=1)
         x = v.ln_pre(x)
-        for i, block in enumerate(v.transformer.resblocks):
+        for i, block in enumerate(blocks):
             if deep_prompts is not None and 1 <= i <= len(deep_prompts):
                 ctx = deep_prompts[i - 1].to(x.dtype)
                 x = torch.cat([x[:, : x.shape[1] - ctx.shape[0]], ctx.unsqueeze(0).expand(x.shape[0], -1, -1)],
                               dim=1)
-            if self.stock[i]:
+            if i == last:
+                x = run_stock_block_pooled(block, x, None)
+            elif self.stock[i]:
                 x = run_stock_block(block, x, None, False, sdpa)
             else:  # the OpenAI structure's own forward, sequence-first
                 x = block(x.transpose(0, 1).contiguous()).transpose(0, 1)
-        x = v.ln_post(x[:, 0, :])
+        x = v.ln_post(x if last < len(blocks) else x[:, 0, :])
         if v.proj is not None:
             x = x @ v.proj.to(x.dtype)
         return x

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .clip_models import LoadedClip, Preprocess, freeze
+from .encoders import VisionEncoder
 from .precision import autocast, cast_to_precision, full_precision
 from .prompt_learners import encode_texts
 
@@ -36,6 +37,9 @@ class FrozenTeacher(nn.Module):
         self.name = loaded.name
         self.precision = precision
         cast_to_precision(self.model, precision)
+        # The model's image tower driven by our blocks (SDPA, the last block for the class token only): the same
+        # features as ``model.encode_image``; towers it cannot drive exactly run their own forward.
+        self.image_encoder = VisionEncoder(self.model)
         self.input_size = int(input_size)
         self.register_buffer("in_mean", torch.tensor(input_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("in_std", torch.tensor(input_std).view(1, 3, 1, 1), persistent=False)
@@ -79,9 +83,8 @@ class FrozenTeacher(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised fp32 image features of the teacher for the student's view."""
         x = self.adapt_input(images)
-        dtype = next(self.model.parameters()).dtype
         with autocast(x.device, self.precision):
-            feats = self.model.encode_image(x.to(dtype))
+            feats = self.image_encoder(x)
         return F.normalize(feats.float(), dim=-1)
 
     def logits(self, images: torch.Tensor, scale: float | torch.Tensor, idx: Optional[torch.Tensor] = None
