@@ -9,6 +9,7 @@ their own forward.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from torch.nn import functional as F
 from trainers.core.clip_models import load_clip
 from trainers.core.encoders import TextEncoder, VisionEncoder, class_token_pooled, run_stock_block, \
     run_stock_block_pooled
+from trainers.core.projector import PromptKDStudent, StudentLearner
 from trainers.core.prompt_learners import (CoCoOpPromptLearner, CoOpPromptLearner, IVLPPromptLearner,
                                            MaPLePromptLearner, PromptedCLIP, VPTPromptLearner)
 from trainers.core.teacher import FrozenTeacher
@@ -136,6 +138,13 @@ def test_tower_pooled_otherwise_runs_its_own_forward_and_refuses_prompts(single_
         assert rel_err(encoder(images), model.encode_image(images)) < 1e-6
     with pytest.raises(ValueError, match="pooled by 'avg'.*class token"):
         encoder(images, torch.zeros(4, model.visual.conv1.out_channels))
+    # learners with visual prompts are refused when the model is built, before any training
+    avg = dataclasses.replace(loaded, model=model)
+    with pytest.raises(ValueError, match="pooled by 'avg'.*ViT backbone"):
+        PromptedCLIP(avg, VPTPromptLearner(model, 4, 2))
+    with pytest.raises(ValueError, match="pooled by 'avg'"):
+        PromptKDStudent(avg, StudentLearner(model, 4, 2, 32))
+    PromptedCLIP(avg, CoOpPromptLearner(model, loaded.tokenize, 4))  # text prompts alone are fine
     with pytest.raises(ValueError, match="ResNet"):
         VisionEncoder(load_clip("tiny-rn").model)(torch.randn(1, 3, 64, 64), torch.zeros(4, 64))
 

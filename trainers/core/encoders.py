@@ -405,17 +405,20 @@ class VisionEncoder(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.visual.conv1.weight.dtype
 
+    def refuse_prompts(self) -> None:
+        """Raise the error for visual prompts on a tower that cannot take them (not a class-token ViT)."""
+        kind = ("a ResNet image tower" if not hasattr(self.visual, "class_embedding") else
+                f"an image tower pooled by {getattr(self.visual, 'pool_type', 'attention')!r}, not its class token")
+        raise ValueError(f"Visual prompts need a class-token ViT backbone; this CLIP has {kind}. Choose a ViT "
+                         "backbone or a learner without visual prompts.")
+
     def forward(self, images: torch.Tensor, prompts: Optional[torch.Tensor] = None,
                 deep_prompts: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
         """images (B, 3, H, W) -> (B, E). prompts (n, W) are appended; ``deep_prompts[j]`` replaces them before
         block j+1."""
         if not self.vit:
             if prompts is not None or deep_prompts:
-                kind = ("a ResNet image tower" if not hasattr(self.visual, "class_embedding") else
-                        f"an image tower pooled by {getattr(self.visual, 'pool_type', 'attention')!r}, not its class "
-                        "token")
-                raise ValueError(f"Visual prompts need a class-token ViT backbone; this CLIP has {kind}. Choose a "
-                                 "ViT backbone or a learner without visual prompts.")
+                self.refuse_prompts()
             return self.visual(images.to(self.dtype))
         v = self.visual
         sdpa = sdpa_default(images.device) if self.sdpa is None else self.sdpa

@@ -84,6 +84,8 @@ class PromptKDStudent(nn.Module):
     def __init__(self, loaded: LoadedClip, learner: StudentLearner):
         super().__init__()
         self.image_encoder = VisionEncoder(loaded.model)
+        if not self.image_encoder.vit:
+            self.image_encoder.refuse_prompts()
         freeze(self.image_encoder)
         self.prompt_learner = learner
         self.register_buffer("logit_scale", loaded.model.logit_scale.detach().exp().float().clone(), persistent=False)

@@ -255,14 +255,17 @@ class PromptedCLIP(nn.Module):
         self._check_depths()
 
     def _check_depths(self) -> None:
-        """Deep prompts beyond the last block would never be used: refuse them with the numbers."""
+        """Refuse prompts the towers cannot take: visual prompts on a tower not pooled at a class token, and deep
+        prompts beyond the last block (never used), with the numbers."""
         learner = self.prompt_learner
         text_blocks = len(self.clip.transformer.resblocks)
         deep_text = learner.text_deep_prompts() or []
         if len(deep_text) + 1 > text_blocks:
             raise ValueError(f"Text prompt depth {len(deep_text) + 1} exceeds the {text_blocks} text blocks of "
                              "this CLIP; lower the PROMPT_DEPTH setting.")
-        if learner.has_vision_prompts and self.image_encoder.vit:
+        if learner.has_vision_prompts and not self.image_encoder.vit:
+            self.image_encoder.refuse_prompts()
+        if learner.has_vision_prompts:
             deep_vision = learner.vision_prompts()[1] or []
             vision_blocks = len(self.clip.visual.transformer.resblocks)
             if len(deep_vision) + 1 > vision_blocks:
