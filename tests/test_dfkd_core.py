@@ -16,12 +16,14 @@ import torch
 
 from trainers.core.clip_models import load_clip
 from trainers.core.diversify import (DiversifyConfig, PromptEncoder, PromptTargets, build_prompt_targets,
-                                     contrastive_prompt_loss, filter_styles, guard_accepts, init_style_words,
+                                     contrastive_prompt_loss, filter_styles, guard_accepts, image_space_loss,
+                                     init_style_words,
                                      learn_style_words, mix_features, mix_targets, pairwise_stats, random_targets,
                                      sample_mix, StyleWords)
 from trainers.core.generators import (VQGAN_F16_16384, FourierParam, VQGANCheckpointError, VQGANDecoder, VQGANParam,
                                       build_image_param, clamp_with_grad, load_vqgan_decoder,
                                       straight_through_quantize)
+from trainers.core.probe_images import ProbeImages
 from trainers.core.synthesis import (CutoutConfig, SynthesisConfig, Synthesizer, SyntheticSetError, make_cutouts,
                                      read_synthetic_set, synthesize_set)
 
@@ -147,6 +149,68 @@ def test_contrastive_targets_round_robin(encoder):
     assert t.prompt_ids == [0, 1, 2, 0, 1] * 2 and t.labels == [0] * 5 + [1] * 5
     assert t.extra["words"].shape == (3, 1, encoder.width)
     assert torch.equal(t.features[0], t.features[3]) and not torch.equal(t.features[0], t.features[1])
+
+
+def test_image_space_loss_value_matches_the_formula():
+    torch.manual_seed(0)
+    feats = torch.nn.functional.normalize(torch.randn(4, 3, 8), dim=-1)  # P=4 prompts, K=3 classes
+    images = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    prompts, classes = torch.tensor([0, 1, 2, 3, 1]), torch.tensor([0, 1, 2, 0, 2])
+    expected = torch.stack([-torch.log_softmax(torch.stack([images[i] @ feats[q, classes[i]] for q in range(4)]) / 0.1,
+                                               dim=0)[prompts[i]] for i in range(5)]).mean()
+    assert torch.allclose(image_space_loss(feats, images, prompts, classes, 0.1), expected, atol=1e-6)
+    # an image that sits on its own prompt's feature has a lower loss than one that sits on another prompt's
+    own = image_space_loss(feats, feats[prompts, classes], prompts, classes, 0.1)
+    other = image_space_loss(feats, feats[(prompts + 1) % 4, classes], prompts, classes, 0.1)
+    assert own < other
+
+
+def test_con_joint_alternates_latent_steps_on_persistent_probes_with_prompt_steps(clip, encoder, heads):
+    """CON_JOINT: each round continues the same probe latents towards the current prompts, then prompt steps lower
+    the image-space term; the words differ from the text-only ones, and the targets carry the joint history."""
+    synth = synthesizer(clip, heads, generator="fourier", lr=0.05)
+    probe = ProbeImages(synth, seeds=[101, 102, 103, 104], iters=3, batch=3)  # chunks of 3 and 1 images
+    latents, targets_seen = [], []
+    real_run = synth.run
+
+    def watching_run(targets, labels, seeds, iters=None, gen=None):
+        assert len(seeds) == len(targets) <= 3 and gen is not None
+        result = real_run(targets, labels, seeds, iters, gen=gen)
+        if len(seeds) == 3:
+            targets_seen.append(targets.clone())
+            latents.append(gen.latent().detach().clone())
+        return result
+
+    synth.run = watching_run
+    base = dict(n_prompts=4, con_steps=5, style_template="a [S*] style of a {}.")
+    cfg = DiversifyConfig(**base, con_joint=True, con_joint_rounds=3, con_joint_steps=8, con_joint_lambda=5.0)
+    joint = build_prompt_targets("contrastive", encoder, NAMES, 4, cfg, seed=0, probe=probe)
+    text_only = build_prompt_targets("contrastive", encoder, NAMES, 4, DiversifyConfig(**base), seed=0)
+    assert probe.calls == 3 and len(latents) == 3
+    assert all(not torch.equal(a, b) for a, b in zip(latents, latents[1:]))  # the same latents, moved on each round
+    assert len(probe.gens) == 2 and torch.equal(probe.gens[0].latent().detach(), latents[-1])
+    assert not torch.equal(targets_seen[0], targets_seen[1])  # the probes chase the prompts as they move
+    history = joint.extra["history"]
+    assert len(history) == 5 + 3 * 8 and all("img" in h for h in history[5:]) and "img" not in history[0]
+    for r in range(3):  # within each round the prompt steps lower the image-space term
+        round_hist = history[5 + 8 * r: 5 + 8 * (r + 1)]
+        assert round_hist[-1]["img"] < round_hist[0]["img"]
+    assert not torch.allclose(joint.extra["words"], text_only.extra["words"])
+    assert joint.prompt_ids == text_only.prompt_ids and joint.labels == text_only.labels
+    assert torch.allclose(joint.features.norm(dim=-1), torch.ones(len(joint)), atol=1e-5)
+    with pytest.raises(ValueError, match="CON_JOINT .*probe"):
+        build_prompt_targets("contrastive", encoder, NAMES, 4, cfg, seed=0)
+    with pytest.raises(ValueError, match="3 probe targets for 4 probe images"):
+        probe(torch.zeros(3, heads.shape[1]), [0, 1, 2])
+
+
+def test_con_joint_changes_the_set_key_only_when_on():
+    off = DiversifyConfig().key("contrastive")
+    assert "joint" not in off  # sets built before the option existed keep their key
+    on = DiversifyConfig(con_joint=True).key("contrastive")
+    assert on["joint"] == {"rounds": 4, "iters": 25, "steps": 50, "lambda": 1.0}
+    assert DiversifyConfig(con_joint=True, con_joint_lambda=2.0).key("contrastive") != on
+    assert {k: v for k, v in on.items() if k != "joint"} == off
 
 
 @pytest.mark.parametrize("space", ["feature", "token"])

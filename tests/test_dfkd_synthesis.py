@@ -70,3 +70,22 @@ def test_split_names_stay_importable_from_trainers_dfkd():
     for rel in ("dfkd.py", "dfkd_synthesis.py", "core/students.py", "core/domain_eval.py"):
         with open(root / rel, encoding="utf-8") as f:
             assert sum(1 for _ in f) <= 500, rel
+
+
+def test_con_joint_set_runs_probe_rounds_before_synthesis_and_has_its_own_key(tmp_path, capsys):
+    import torch
+
+    cfg = tiny_cfg(tmp_path / "cache")
+    cfg.merge_from_list(["TRAINER.DFKD.N_PROMPTS", 2, "TRAINER.DFKD.CON_STEPS", 2, "TRAINER.DFKD.CON_JOINT", True,
+                         "TRAINER.DFKD.CON_JOINT_ROUNDS", 2, "TRAINER.DFKD.CON_JOINT_ITERS", 2,
+                         "TRAINER.DFKD.CON_JOINT_STEPS", 3])
+    names = ["dog", "house"]
+    cpu = torch.device("cpu")
+    path = dfkd_synthesis.ensure_synthetic_set(cfg, "contrastive", names, ["photo", "sketch"], cpu)
+    assert "CON_JOINT: 2 rounds of 2 latent steps on 2 probe images and 3 prompt steps" in capsys.readouterr().out
+    manifest = json.loads(Path(path, "manifest.json").read_text())
+    assert manifest["count"] == 2 and manifest["key"]["prompts"]["joint"] == {"rounds": 2, "iters": 2, "steps": 3,
+                                                                             "lambda": 1.0}
+    cfg.merge_from_list(["TRAINER.DFKD.CON_JOINT", False])
+    plain = dfkd_synthesis.SyntheticSetBuilder(cfg, "contrastive", names, ["photo", "sketch"], cpu)
+    assert plain.set_dir != path and "joint" not in plain.key["prompts"]

@@ -69,7 +69,11 @@ DFKD_DEFAULTS: Dict[str, Any] = {
     "CON_INIT_STD": 0.02,
     "CON_POSITIVES": "none",  # none | cross_class
     "CON_ROUNDS": 1,
-    "CON_JOINT": False,  # not implemented (raises)
+    "CON_JOINT": False,  # alternate prompt steps with latent steps on probe images (reconstruction)
+    "CON_JOINT_ROUNDS": 4,
+    "CON_JOINT_ITERS": 25,  # latent steps of the probe images per round
+    "CON_JOINT_STEPS": 50,  # prompt steps per round
+    "CON_JOINT_LAMBDA": 1.0,  # weight of the image-space term
     # synthesis (§2)
     "SYN_GENERATOR": "",  # "" = vqgan when VQGAN_CKPT is set, else fourier | pixel | fourier | vqgan
     "SYN_ITERS": 400,

@@ -14,7 +14,8 @@ from .config import cfg_node, cfg_value
 from .core.clip_models import LoadedClip, load_clip
 from .core.diversify import (STYLE_DICTIONARY, DiversifyConfig, PromptEncoder, PromptTargets, build_prompt_targets,
                              filter_styles)
-from .core.generators import GENERATORS, describe_decoder, load_vqgan_decoder
+from .core.generators import GENERATORS, describe_decoder, image_seed, load_vqgan_decoder
+from .core.probe_images import ProbeImages
 from .core.synthesis import (CutoutConfig, SynthesisConfig, Synthesizer, key_digest, read_synthetic_set,
                              synthesize_set)
 
@@ -39,7 +40,9 @@ def diversify_config(node, domain_names: Sequence[str] = ()) -> Tuple[DiversifyC
         n_pseudo_tokens=int(node.N_PSEUDO_TOKENS), con_tau=float(node.CON_TAU),
         con_lambda_cls=float(node.CON_LAMBDA_CLS), con_cls_scale=float(node.CON_CLS_SCALE),
         con_steps=int(node.CON_STEPS), con_lr=float(node.CON_LR), con_init_std=float(node.CON_INIT_STD),
-        con_positives=node.CON_POSITIVES, con_rounds=int(node.CON_ROUNDS)), dropped
+        con_positives=node.CON_POSITIVES, con_rounds=int(node.CON_ROUNDS), con_joint=bool(node.CON_JOINT),
+        con_joint_rounds=int(node.CON_JOINT_ROUNDS), con_joint_iters=int(node.CON_JOINT_ITERS),
+        con_joint_steps=int(node.CON_JOINT_STEPS), con_joint_lambda=float(node.CON_JOINT_LAMBDA)), dropped
 
 
 def resolve_generator(node) -> str:
@@ -124,6 +127,7 @@ class SyntheticSetBuilder:
         self.set_dir = osp.join(cache_root(self.node), f"{mode}_{key_digest(self.key)}")
         self.clip: Optional[LoadedClip] = loaded
         self._encoder: Optional[PromptEncoder] = None
+        self._synthesizer: Optional[Synthesizer] = None
 
     def encoder(self) -> PromptEncoder:
         """The teacher's prompt encoder, loading the teacher CLIP on first use only."""
@@ -137,8 +141,15 @@ class SyntheticSetBuilder:
     def make_targets(self) -> PromptTargets:
         node = self.node
         print(f"Building {self.mode} prompt targets for {len(self.classnames)} classes x {node.SYN_PER_CLASS} images")
+        probe = None
+        if self.mode == "contrastive" and self.div.con_joint:
+            # probe image i (prompt i) is seeded apart from the set's images (indices 0..N-1)
+            seeds = [image_seed(synthesis_seed(self.cfg), -1 - i) for i in range(self.div.n_prompts)]
+            probe = ProbeImages(self.make_synthesizer(), seeds, self.div.con_joint_iters, self.syn.batch)
+            print(f"CON_JOINT: {self.div.con_joint_rounds} rounds of {self.div.con_joint_iters} latent steps on "
+                  f"{len(seeds)} probe images and {self.div.con_joint_steps} prompt steps")
         targets = build_prompt_targets(self.mode, self.encoder(), self.classnames, int(node.SYN_PER_CLASS), self.div,
-                                       synthesis_seed(self.cfg))
+                                       synthesis_seed(self.cfg), probe)
         stats = {k: targets.extra[k] for k in ("mean_pairwise_cos", "min_pairwise_dist", "guard_failed")
                  if k in targets.extra}
         if stats:
@@ -146,6 +157,12 @@ class SyntheticSetBuilder:
         return targets
 
     def make_synthesizer(self) -> Synthesizer:
+        """The synthesiser (built once: CON_JOINT's probe images and the set share it)."""
+        if self._synthesizer is None:
+            self._synthesizer = self._build_synthesizer()
+        return self._synthesizer
+
+    def _build_synthesizer(self) -> Synthesizer:
         node, syn = self.node, self.syn
         enc = self.encoder()
         decoder = None
@@ -177,9 +194,6 @@ def ensure_synthetic_set(cfg, mode: str, classnames: Sequence[str], domain_names
     if node.SYN_DIR:
         read_synthetic_set(node.SYN_DIR, classnames)  # fail early and clearly
         return node.SYN_DIR
-    if node.CON_JOINT:
-        raise NotImplementedError("TRAINER.DFKD.CON_JOINT (alternating prompt and latent steps) is not implemented; "
-                                  "set it False (docs/dfkd.md).")
     return SyntheticSetBuilder(cfg, mode, classnames, domain_names, device, loaded).build()
 
 

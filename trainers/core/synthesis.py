@@ -255,13 +255,19 @@ class Synthesizer:
         probs = (self.scale * feats @ self.class_features.t()).softmax(-1)
         return cos.cpu(), probs.gather(1, labels.to(self.device).view(-1, 1)).squeeze(1).cpu()
 
+    def image_param(self, seeds: Sequence[int]) -> nn.Module:
+        """Fresh latents of the configured generator for images with these seeds."""
+        cfg = self.cfg
+        return build_image_param(cfg.generator, seeds, cfg.size, self.decoder, cfg.fourier_decay,
+                                 cfg.vqgan_init).to(self.device)
+
     def run(self, targets: torch.Tensor, labels: torch.Tensor, seeds: Sequence[int],
-            iters: Optional[int] = None) -> BatchResult:
-        """Synthesise one image per target row; ``seeds[b]`` fixes image b's latent init and view randomness."""
+            iters: Optional[int] = None, gen: Optional[nn.Module] = None) -> BatchResult:
+        """Synthesise one image per target row; ``seeds[b]`` fixes image b's latent init and view randomness.
+        ``gen``: latents from :meth:`image_param` to continue optimising (fresh ones when None)."""
         cfg = self.cfg
         targets = F.normalize(targets.to(self.device).float(), dim=-1)
-        gen = build_image_param(cfg.generator, seeds, cfg.size, self.decoder, cfg.fourier_decay,
-                                cfg.vqgan_init).to(self.device)
+        gen = self.image_param(seeds) if gen is None else gen
         latent = gen.latent()
         start = latent.detach().clone() if cfg.init_weight else None
         optim = torch.optim.Adam([latent], lr=cfg.lr)

@@ -17,15 +17,15 @@ re-exports their public names and dispatches on the mode. No Dassl import.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from ..prompt_learners import clean_classname
 from .config import (PROMPT_MODES, SLOT, STYLE_DICTIONARY, DiversifyConfig, PromptTargets, class_major_labels,
                      filter_styles)
-from .contrastive_prompt import (StyleWords, contrastive_prompt_loss, contrastive_targets, init_style_words,
-                                 learn_style_words, pairwise_stats)
+from .contrastive_prompt import (Probe, StyleWords, contrastive_prompt_loss, contrastive_targets,
+                                 image_space_loss, init_style_words, learn_style_words, pairwise_stats, refine_jointly)
 from .encoder import PLACEHOLDER, PromptEncoder, SlotPrompts, Tokenize
 from .mix_prompt import mix_features, mix_targets, sample_mix
 from .random_prompt import guard_accepts, random_targets
@@ -33,12 +33,14 @@ from .random_prompt import guard_accepts, random_targets
 __all__ = ["PROMPT_MODES", "SLOT", "PLACEHOLDER", "STYLE_DICTIONARY", "Tokenize", "DiversifyConfig", "PromptTargets",
            "SlotPrompts", "PromptEncoder", "filter_styles", "class_major_labels", "guard_accepts", "mix_features",
            "sample_mix", "mix_targets", "random_targets", "pairwise_stats", "contrastive_prompt_loss", "StyleWords",
-           "init_style_words", "learn_style_words", "contrastive_targets", "build_prompt_targets"]
+           "init_style_words", "learn_style_words", "Probe", "image_space_loss", "refine_jointly",
+           "contrastive_targets", "build_prompt_targets"]
 
 
 def build_prompt_targets(mode: str, encoder: PromptEncoder, classnames: Sequence[str], per_class: int,
-                         cfg: DiversifyConfig, seed: int) -> PromptTargets:
-    """Targets for ``per_class`` images of every class (class-major order), seeded."""
+                         cfg: DiversifyConfig, seed: int, probe: Optional[Probe] = None) -> PromptTargets:
+    """Targets for ``per_class`` images of every class (class-major order), seeded. ``probe``: Contrastive-Prompt's
+    probe images when ``cfg.con_joint`` is on."""
     if not classnames:
         raise ValueError("The class-name list is empty: data-free distillation needs at least one class name.")
     class_features = encoder.class_features(classnames, cfg.template, cfg.template_ensemble)
@@ -51,5 +53,5 @@ def build_prompt_targets(mode: str, encoder: PromptEncoder, classnames: Sequence
     if mode == "random":
         return random_targets(encoder, classnames, per_class, cfg, seed, class_features)
     if mode == "contrastive":
-        return contrastive_targets(encoder, classnames, per_class, cfg, seed, class_features)
+        return contrastive_targets(encoder, classnames, per_class, cfg, seed, class_features, probe)
     raise ValueError(f"Unknown prompt mode {mode!r}; use one of {PROMPT_MODES}.")

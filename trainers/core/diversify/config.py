@@ -49,6 +49,11 @@ class DiversifyConfig:
     con_init_std: float = 0.02
     con_positives: str = "none"  # none (uniformity) | cross_class (same word under another class)
     con_rounds: int = 1
+    con_joint: bool = False  # alternate prompt steps with latent steps on probe images (image-space repulsion)
+    con_joint_rounds: int = 4
+    con_joint_iters: int = 25
+    con_joint_steps: int = 50
+    con_joint_lambda: float = 1.0
 
     def key(self, mode: str) -> Dict[str, Any]:
         """The fields that change ``mode``'s targets (the synthetic-set cache key includes only these)."""
@@ -68,11 +73,15 @@ class DiversifyConfig:
                     "rand_iso_std": self.rand_iso_std, "rand_n_tokens": self.rand_n_tokens,
                     "rand_guard": self.rand_guard, "rand_max_tries": self.rand_max_tries}
         if mode == "contrastive":
-            return {**common, "style_template": self.style_template, "style_dict": list(self.style_dict),
-                    "n_prompts": self.n_prompts, "n_pseudo_tokens": self.n_pseudo_tokens, "tau": self.con_tau,
-                    "lambda_cls": self.con_lambda_cls, "cls_scale": self.con_cls_scale, "steps": self.con_steps,
-                    "lr": self.con_lr, "init_std": self.con_init_std, "positives": self.con_positives,
-                    "rounds": self.con_rounds}
+            key = {**common, "style_template": self.style_template, "style_dict": list(self.style_dict),
+                   "n_prompts": self.n_prompts, "n_pseudo_tokens": self.n_pseudo_tokens, "tau": self.con_tau,
+                   "lambda_cls": self.con_lambda_cls, "cls_scale": self.con_cls_scale, "steps": self.con_steps,
+                   "lr": self.con_lr, "init_std": self.con_init_std, "positives": self.con_positives,
+                   "rounds": self.con_rounds}
+            if self.con_joint:  # only then, so that sets built before the option existed keep their key
+                key["joint"] = {"rounds": self.con_joint_rounds, "iters": self.con_joint_iters,
+                                "steps": self.con_joint_steps, "lambda": self.con_joint_lambda}
+            return key
         raise ValueError(f"Unknown prompt mode {mode!r}; use one of {PROMPT_MODES}.")
 
 

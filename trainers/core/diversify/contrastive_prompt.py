@@ -3,7 +3,7 @@ InfoNCE loss, anchored to their class by a cross-entropy against the hand-crafte
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -16,7 +16,12 @@ from .encoder import PromptEncoder, SlotPrompts
 log = logging.getLogger(__name__)
 
 __all__ = ["pairwise_stats", "contrastive_prompt_loss", "StyleWords", "init_style_words", "learn_style_words",
-           "contrastive_targets"]
+           "Probe", "image_space_loss", "refine_jointly", "contrastive_targets"]
+
+#: ``probe(targets (B, E), labels)`` runs more latent steps of B persistent probe images towards ``targets`` and
+#: returns their L2-normalised CLIP image features (B, E), without gradients (e.g.
+#: core.probe_images.ProbeImages).
+Probe = Callable[[torch.Tensor, List[int]], torch.Tensor]
 
 
 def pairwise_stats(features: torch.Tensor) -> Tuple[float, float]:
@@ -118,9 +123,53 @@ def learn_style_words(encoder: PromptEncoder, slots: SlotPrompts, class_features
     return words.words.detach(), history
 
 
+def image_space_loss(features: torch.Tensor, image_features: torch.Tensor, prompt_ids: torch.Tensor,
+                     class_ids: torch.Tensor, tau: float) -> torch.Tensor:
+    """Cross-entropy that each probe image picks out its own prompt among all P prompts of its class:
+    ``CE(u_i . t_{q, c_i} / tau over q, target p_i)`` for features (P, K, E) and images (B, E). Lowering it moves
+    a prompt towards its own images and every other prompt away from them: prompts pushed apart in image space."""
+    per_image = features[:, class_ids].transpose(0, 1)  # (B, P, E): every prompt under image i's class
+    logits = torch.einsum("be,bpe->bp", image_features.to(features.dtype), per_image) / tau
+    return F.cross_entropy(logits, prompt_ids)
+
+
+def refine_jointly(encoder: PromptEncoder, slots: SlotPrompts, class_features: torch.Tensor, words: torch.Tensor,
+                   cfg: DiversifyConfig, probe: Probe) -> Tuple[torch.Tensor, List[Dict[str, float]]]:
+    """CON_JOINT (reconstruction): alternate latent steps and prompt steps. Probe image i renders prompt i under
+    class ``i mod K``; each round runs CON_JOINT_ITERS latent steps of the probes towards the current prompts, then
+    CON_JOINT_STEPS prompt steps on ``L_div + lambda_cls L_cls + CON_JOINT_LAMBDA * image_space_loss``."""
+    style = StyleWords(words.to(encoder.device))
+    optim = torch.optim.Adam(style.parameters(), lr=cfg.con_lr)
+    p, k = words.shape[0], slots.tokens.shape[0]
+    prompt_ids = torch.arange(p, device=encoder.device)
+    class_ids = prompt_ids % k
+    history: List[Dict[str, float]] = []
+    for _ in range(cfg.con_joint_rounds):
+        with torch.no_grad():
+            targets = style.features(encoder, slots)[prompt_ids, class_ids]
+        images = probe(targets, class_ids.tolist()).to(encoder.device)
+        for _ in range(cfg.con_joint_steps):
+            feats = style.features(encoder, slots)
+            loss, terms = contrastive_prompt_loss(feats, class_features, cfg.con_tau, cfg.con_lambda_cls,
+                                                  cfg.con_cls_scale, cfg.con_positives)
+            l_img = image_space_loss(feats, images, prompt_ids, class_ids, cfg.con_tau)
+            total = loss + cfg.con_joint_lambda * l_img
+            optim.zero_grad(set_to_none=True)
+            total.backward()
+            optim.step()
+            history.append({**{key: float(v) for key, v in terms.items()}, "img": float(l_img.detach()),
+                            "loss": float(total.detach())})
+    return style.words.detach(), history
+
+
 def contrastive_targets(encoder: PromptEncoder, classnames: Sequence[str], per_class: int, cfg: DiversifyConfig,
-                        seed: int, class_features: torch.Tensor) -> PromptTargets:
-    """Learn N_PROMPTS words in CON_ROUNDS rounds (later rounds repel earlier ones), then assign round robin."""
+                        seed: int, class_features: torch.Tensor, probe: Optional[Probe] = None
+                        ) -> PromptTargets:
+    """Learn N_PROMPTS words in CON_ROUNDS rounds (later rounds repel earlier ones), refine them jointly with probe
+    images when CON_JOINT is on (``probe`` required), then assign round robin."""
+    if cfg.con_joint and probe is None:
+        raise ValueError("CON_JOINT alternates prompt steps with latent steps on probe images: pass a probe "
+                         "(core.probe_images.ProbeImages), or set CON_JOINT False.")
     rounds = max(1, int(cfg.con_rounds))
     if cfg.n_prompts < rounds:
         raise ValueError(f"N_PROMPTS={cfg.n_prompts} must be >= CON_ROUNDS={rounds}.")
@@ -139,6 +188,11 @@ def contrastive_targets(encoder: PromptEncoder, classnames: Sequence[str], per_c
         bank = feats if bank is None else torch.cat([bank, feats])
     words = torch.cat(learned)
     prompt_feats = bank  # (P, K, E) of all rounds
+    if cfg.con_joint:
+        words, joint = refine_jointly(encoder, slots, class_features, words, cfg, probe)
+        history += joint
+        with torch.no_grad():
+            prompt_feats = StyleWords(words).features(encoder, slots)
     labels = class_major_labels(classnames, per_class)
     prompt_ids = [j % cfg.n_prompts for c in range(len(classnames)) for j in range(per_class)]
     feats = prompt_feats[torch.tensor(prompt_ids), torch.tensor(labels)].float().cpu()
