@@ -143,6 +143,26 @@ def attend_from(block: nn.Module, tokens: torch.Tensor, keys: torch.Tensor, valu
     return residual_and_mlp(block, tokens, merge_heads(attn, out))
 
 
+def attend_read_token(block: nn.Module, x: torch.Tensor, normed: torch.Tensor, keys: torch.Tensor,
+                      values: torch.Tensor, position: Optional[torch.Tensor], prefix: int = 0) -> torch.Tensor:
+    """(N, D): the block's output at one token of each row of ``x`` (N, L, D; ``normed`` = its ``ln_1``), whose query
+    reads ``keys`` / ``values`` of ``prefix`` shared positions followed by x's L positions. ``position`` None: token 0
+    (the class token), which sees everything; a tensor: token ``position[n]``, which sees the prefix and, causally,
+    x's positions up to its own."""
+    if position is None:
+        tokens, query_in, visible = x[:, :1], normed[:, :1], None
+    else:
+        position = position.to(x.device)
+        read = torch.arange(x.shape[0], device=x.device), position
+        tokens, query_in = x[read].unsqueeze(1), normed[read].unsqueeze(1)
+        visible = torch.arange(x.shape[1], device=x.device) <= position[:, None]
+        if prefix:
+            visible = torch.cat([visible.new_ones(x.shape[0], prefix), visible], dim=1)
+        visible = visible[:, None, None, :]
+    (query,) = project_heads(block.attn, query_in, 0, 1)
+    return attend_from(block, tokens, keys, values, visible, query)[:, 0]
+
+
 def run_stock_block_pooled(block: nn.Module, x: torch.Tensor, position: Optional[torch.Tensor]) -> torch.Tensor:
     """The last stock block of a tower read at one token per row: (N, L, D) -> (N, D), the block's output at
     ``position[n]`` of row n (None = token 0, the class token, with full attention; a tensor = causal attention, the
@@ -150,14 +170,7 @@ def run_stock_block_pooled(block: nn.Module, x: torch.Tensor, position: Optional
     output, the residual and the MLP run for the read token alone: about 2/12 of the block's matrix products."""
     normed = block.ln_1(x)
     keys, values = project_heads(block.attn, normed, 1, 2)
-    if position is None:
-        (query,) = project_heads(block.attn, normed[:, :1], 0, 1)
-        return attend_from(block, x[:, :1], keys, values, None, query)[:, 0]
-    position = position.to(x.device)
-    rows = torch.arange(x.shape[0], device=x.device)
-    (query,) = project_heads(block.attn, normed[rows, position].unsqueeze(1), 0, 1)
-    visible = torch.arange(x.shape[1], device=x.device) <= position[:, None]
-    return attend_from(block, x[rows, position].unsqueeze(1), keys, values, visible[:, None, None, :], query)[:, 0]
+    return attend_read_token(block, x, normed, keys, values, position)
 
 
 def shared_prefix_mask(prefix: int, own: int, device: torch.device) -> torch.Tensor:
@@ -189,17 +202,10 @@ def run_stock_block_shared_pooled(block: nn.Module, prefix: torch.Tensor, rows: 
     """The last block of :func:`run_stock_block_shared` read at one token per row: (G*group, D), the output at
     ``position[n]`` (counted from the first own token) of row n, which sees the whole prefix and its own tokens up to
     that position. Only the read tokens run their queries, attention output and MLP (:func:`run_stock_block_pooled`)."""
-    attn = block.attn
     normed = block.ln_1(rows)
-    (kp, vp), (ks, vs) = project_heads(attn, block.ln_1(prefix), 1, 2), project_heads(attn, normed, 1, 2)
-    position = position.to(rows.device)
-    n, own, p = rows.shape[0], rows.shape[1], prefix.shape[1]
-    visible = torch.cat([torch.ones(n, p, dtype=torch.bool, device=rows.device),
-                         torch.arange(own, device=rows.device) <= position[:, None]], dim=1)
-    read = torch.arange(n, device=rows.device), position
-    (query,) = project_heads(attn, normed[read].unsqueeze(1), 0, 1)
-    return attend_from(block, rows[read].unsqueeze(1), behind_prefix(kp, ks, group), behind_prefix(vp, vs, group),
-                       visible[:, None, None, :], query)[:, 0]
+    (kp, vp), (ks, vs) = project_heads(block.attn, block.ln_1(prefix), 1, 2), project_heads(block.attn, normed, 1, 2)
+    return attend_read_token(block, rows, normed, behind_prefix(kp, ks, group), behind_prefix(vp, vs, group),
+                             position, prefix.shape[1])
 
 
 def behind_prefix(of_prefix: torch.Tensor, of_rows: torch.Tensor, group: int) -> torch.Tensor:

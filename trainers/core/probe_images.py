@@ -7,7 +7,7 @@ from typing import List, Sequence
 import torch
 from torch import nn
 
-from .synthesis import Synthesizer, pool_resize
+from .synthesis import Synthesizer
 
 __all__ = ["ProbeImages"]
 
@@ -31,10 +31,7 @@ class ProbeImages:
         chunks = [slice(s, s + self.batch) for s in range(0, len(self.seeds), self.batch)]
         if not self.gens:
             self.gens = [synth.image_param(self.seeds[c]) for c in chunks]
-        feats = []
-        for c, gen in zip(chunks, self.gens):
-            result = synth.run(targets[c], torch.tensor(labels[c]), self.seeds[c], self.iters, gen=gen)
-            with torch.no_grad():
-                feats.append(synth.encode(pool_resize(result.images.to(synth.device), synth.input_size)))
+        feats = [synth.run(targets[c], torch.tensor(labels[c]), self.seeds[c], self.iters, gen=gen).features
+                 for c, gen in zip(chunks, self.gens)]
         self.calls += 1
         return torch.cat(feats)

@@ -191,14 +191,14 @@ class SynthesisConfig:
 
 @dataclass
 class BatchResult:
-    """Final images (8-bit quantised, in [0, 1], CPU) and per-image scores."""
-
+    """Final images (8-bit quantised, in [0, 1], CPU), their CLIP features (on the device) and per-image scores."""
     images: torch.Tensor
     clip_score: torch.Tensor
     teacher_prob: torch.Tensor
     loss: torch.Tensor
     init_clip_score: torch.Tensor
     init_teacher_prob: torch.Tensor
+    features: torch.Tensor
 
 
 def spherical_distance(u: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -248,12 +248,12 @@ class Synthesizer:
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor
-              ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(cos(f(x), t), teacher softmax probability of the label) on the un-augmented image."""
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(cos(f(x), t), teacher softmax probability of the label, f(x)) on the un-augmented image."""
         feats = self.encode(pool_resize(images.to(self.device), self.input_size))
         cos = (feats * targets.to(self.device)).sum(-1)
         probs = (self.scale * feats @ self.class_features.t()).softmax(-1)
-        return cos.cpu(), probs.gather(1, labels.to(self.device).view(-1, 1)).squeeze(1).cpu()
+        return cos.cpu(), probs.gather(1, labels.to(self.device).view(-1, 1)).squeeze(1).cpu(), feats
 
     def image_param(self, seeds: Sequence[int]) -> nn.Module:
         """Fresh latents of the configured generator for images with these seeds."""
@@ -273,7 +273,7 @@ class Synthesizer:
         optim = torch.optim.Adam([latent], lr=cfg.lr)
         rngs = [torch.Generator(device=self.device).manual_seed(s + 7919) for s in seeds]
         with torch.no_grad():
-            init_cos, init_prob = self.score(self.render(gen), targets, labels)
+            init_cos, init_prob, _ = self.score(self.render(gen), targets, labels)
         best_loss = torch.full((len(seeds),), float("inf"))
         best = None
         per_image = torch.zeros(len(seeds))
@@ -298,9 +298,9 @@ class Synthesizer:
         with torch.no_grad():
             final = self.render(gen) if best is None else best
             final = (final.float().clamp(0, 1) * 255).round() / 255  # what the PNG will hold
-            cos, prob = self.score(final, targets, labels)
+            cos, prob, feats = self.score(final, targets, labels)
         loss = best_loss if cfg.keep == "best" and best is not None else per_image
-        return BatchResult(final.cpu(), cos, prob, loss, init_cos, init_prob)
+        return BatchResult(final.cpu(), cos, prob, loss, init_cos, init_prob, feats)
 
 
 # --------------------------------------------------------------------------------------------- the set on disk
