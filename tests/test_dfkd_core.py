@@ -607,3 +607,30 @@ def test_synthetic_folder_errors(tmp_path):
     (tmp_path / "other" / "cat").mkdir(parents=True)
     with pytest.raises(SyntheticSetError, match="not classes of this run"):
         read_synthetic_set(str(tmp_path / "other"), ["dog"])
+
+
+def test_synthesised_images_are_written_atomically(tmp_path, monkeypatch):
+    """A PNG is written whole or not at all: a write that fails half-way (disk full) leaves no file behind that a
+    folder scan could read as an image."""
+    from PIL import Image
+
+    from trainers.core import synthesis
+
+    image = torch.rand(3, 6, 5)
+    path = tmp_path / "cls" / "a.png"
+    synthesis._save_png(str(path), image)
+    expected = image.mul(255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(Image.open(path)), expected)
+
+    def disk_full(self, fp, *args, **kwargs):
+        if isinstance(fp, (str, os.PathLike)):
+            with open(fp, "wb") as f:
+                f.write(b"\x89PNG partial")
+        else:
+            fp.write(b"\x89PNG partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        synthesis._save_png(str(tmp_path / "cls" / "b.png"), torch.rand(3, 6, 5))
+    assert os.listdir(tmp_path / "cls") == ["a.png"]

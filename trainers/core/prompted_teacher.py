@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .checkpoints import atomic_torch_save
 from .clip_models import LoadedClip, freeze
 from .precision import autocast
 from .prompt_learners import (IVLPPromptLearner, PromptedCLIP, clean_classname, count_init_tokens,
@@ -269,11 +270,7 @@ def save_class_vectors(path: str, vectors: torch.Tensor, classnames: Sequence[st
     """Write W and its provenance (class names, template, backbone, checkpoint and its sha256...) atomically."""
     record = {"format": CLASS_VECTORS_FORMAT, "class_vectors": vectors.detach().float().cpu().contiguous(),
               "classnames": list(classnames), **info}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(record, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(record, path)
 
 
 def load_class_vectors(path: str, expected_classnames: Optional[Sequence[str]] = None,

@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from .checkpoints import atomic_torch_save, atomic_write, atomic_write_text
 from .diversify import PromptTargets
 from .generators import VQGANDecoder, build_image_param, image_seed
 from .precision import autocast, resolve_precision
@@ -315,18 +316,12 @@ def class_folder(name: str) -> str:
 
 
 def _write_json(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=1))
 
 
 def _save_png(path: str, image: torch.Tensor) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    arr = (image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    arr = np.ascontiguousarray(image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
+    atomic_write(path, lambda f: Image.fromarray(arr).save(f, format="PNG"))
 
 
 @contextlib.contextmanager
@@ -421,9 +416,7 @@ def _load_or_make_targets(partial: str, make_targets: Callable[[], PromptTargets
         targets = PromptTargets.from_state(torch.load(path, map_location="cpu", weights_only=True))
     else:
         targets = make_targets()
-        tmp = f"{path}.tmp{os.getpid()}"
-        torch.save(targets.state(), tmp)
-        os.replace(tmp, path)
+        atomic_torch_save(targets.state(), path)
     if len(targets) != expected:
         raise SyntheticSetError(f"{path} holds {len(targets)} targets, expected {expected}.")
     return targets

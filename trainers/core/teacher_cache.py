@@ -35,6 +35,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from .checkpoints import atomic_torch_save, atomic_write_text
+
 META = "meta.json"
 #: version of the folder layout above; a cache of another layout is refused with "rebuild it"
 LAYOUT = 2
@@ -52,11 +54,7 @@ class TeacherCacheError(RuntimeError):
 
 def write_meta(cache_dir: str, meta: Dict[str, Any]) -> None:
     """Write ``meta`` (stamped with ``LAYOUT``) atomically (a temporary file per process: builders may run at once)."""
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = os.path.join(cache_dir, f"{META}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump({**meta, "layout": LAYOUT}, f, indent=2, sort_keys=True)
-    os.replace(tmp, os.path.join(cache_dir, META))
+    atomic_write_text(os.path.join(cache_dir, META), json.dumps({**meta, "layout": LAYOUT}, indent=2, sort_keys=True))
 
 
 def read_meta(cache_dir: str) -> Dict[str, Any]:
@@ -114,12 +112,7 @@ def save_shard(cache_dir: str, epoch: int, rank: int, index: torch.Tensor, rows:
         kept = (scale * rows.float()).softmax(dim=1).gather(1, classes).sum(dim=1)
         payload = {"index": index.long().cpu(), "values": values.half().cpu(), "classes": classes.int().cpu(),
                    "residual": (1.0 - kept).cpu()}
-    os.makedirs(cache_dir, exist_ok=True)
-    path = shard_path(cache_dir, epoch, rank)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_torch_save(payload, shard_path(cache_dir, epoch, rank))
 
 
 def residual_logits(top_values: torch.Tensor, residual: torch.Tensor, width: int) -> torch.Tensor:
