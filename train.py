@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 DASSL_MISSING = (
     "Dassl.pytorch is not installed. It is not on the package registry; install it from source (v0.6.3):\n"
@@ -144,6 +145,16 @@ def run(args, log_to_file: bool = True):
     return trainer
 
 
+def record_failure(exc: BaseException) -> None:
+    """Write the traceback of the exception that stops a run into its log.txt. Dassl's logger tees stdout only, so
+    without this the log ends without saying why the run stopped; the console still gets Python's own report."""
+    log = getattr(sys.stdout, "file", None)  # dassl.utils.Logger, once setup_logger ran
+    if log is None or log.closed or (isinstance(exc, SystemExit) and exc.code in (0, None)):
+        return
+    log.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    log.flush()
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     check_files(args)
@@ -152,7 +163,11 @@ def main(argv=None) -> None:
         import dassl  # noqa: F401
     except ImportError:
         sys.exit(DASSL_MISSING)
-    run(args)
+    try:
+        run(args)
+    except BaseException as exc:
+        record_failure(exc)
+        raise
 
 
 if __name__ == "__main__":
